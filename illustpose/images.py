@@ -1,0 +1,144 @@
+"""Reading images into the two modes the pipeline accepts: 8-bit ``RGB`` or ``RGBA`` PIL images.
+
+The reference opens files with ``PIL.Image.open`` and works on whatever mode comes out.  We
+normalise first so every model sees 8-bit colour:
+
+* ``RGB`` and ``RGBA`` pass through unchanged (the golden samples are of these modes);
+* ``L``/``1`` -> ``RGB`` and ``LA`` -> ``RGBA`` (grey replicated: identical results to the
+  reference, whose resizes act per channel);
+* ``P`` -> ``RGBA`` when the palette has transparency, else ``RGB`` (deliberate difference: the
+  reference would resize palette indices with nearest-neighbour, or feed indices to the tagger);
+* 16-bit and 32-bit grey (``I;16``, ``I``, ``F``) -> 8 bits by ``round(v / 257)`` (or the
+  0..1 range for float) then ``RGB``; ``CMYK``, ``YCbCr``, ``LAB``, ``HSV`` -> ``RGB``;
+* EXIF orientation is applied (deliberate difference: results then match what users see, and
+  ComfyUI's LoadImage does the same).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+__all__ = ["IMAGE_EXTENSIONS", "load_image", "normalize_mode", "iter_image_files", "from_array"]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+#: Pixel count above which an image is refused (Pillow's own bomb limit is 2x its warning
+#: threshold, ~179 MP); the error says how to shrink the image.
+MAX_PIXELS = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)
+
+
+def normalize_mode(img: Image.Image) -> Image.Image:
+    """Return ``img`` as 8-bit ``RGB`` or ``RGBA`` (see the module docstring for each mode)."""
+    mode = img.mode
+    if mode in ("RGB", "RGBA"):
+        return img
+    if mode == "LA":
+        return img.convert("RGBA")
+    if mode == "P" or mode == "PA":
+        has_alpha = mode == "PA" or "transparency" in img.info
+        return img.convert("RGBA" if has_alpha else "RGB")
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(img).astype(np.float64)
+        if mode == "F":
+            a = a * 255.0 if a.size and a.max() <= 1.0 else a
+        elif mode == "I" and a.size and a.max() <= 255:
+            pass
+        else:
+            a = a / 257.0
+        grey = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+        return grey.convert("RGB")
+    return img.convert("RGB")
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Open an image file as an 8-bit ``RGB``/``RGBA`` PIL image (pixels fully loaded).
+
+    Raises:
+        ImageError: the file is missing, not an image, truncated, or larger than
+            :data:`MAX_PIXELS` (the message says which, and what to do).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ImageError(f"{p}: no such image file")
+    try:
+        with Image.open(p) as im:
+            if im.width * im.height > MAX_PIXELS:
+                raise ImageError(
+                    f"{p}: {im.width}x{im.height} is too large ({im.width * im.height} pixels, "
+                    f"limit {MAX_PIXELS}); downscale it first (the models work at 256 px anyway)."
+                )
+            im = ImageOps.exif_transpose(im)
+            im.load()
+            return normalize_mode(im)
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError) as e:
+        raise ImageError(f"{p}: not a readable image ({e})") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"{p}: damaged or truncated image ({e})") from None
+
+
+def from_array(rgb: np.ndarray, alpha: np.ndarray | None = None) -> Image.Image:
+    """Build an ``RGB``/``RGBA`` image from arrays (the ComfyUI and numpy entry point).
+
+    Args:
+        rgb: (H, W, 3) or (H, W) uint8 0..255, or float in [0, 1]; floats become bytes by
+            ``trunc(255 * clip(v, 0, 1))``, the rule ComfyUI's SaveImage uses, so a node fed a
+            VAE output sees the same pixels as the CLI reading the saved PNG.
+        alpha: optional (H, W) opacity, same conventions (1 / 255 = opaque).
+
+    Raises:
+        ImageError: wrong shapes, or empty images.
+    """
+    def to_u8(a: np.ndarray) -> np.ndarray:
+        a = np.asarray(a)
+        if a.dtype == np.uint8:
+            return a
+        return (255.0 * np.clip(a.astype(np.float64), 0.0, 1.0)).astype(np.uint8)
+
+    rgb = to_u8(rgb)
+    if rgb.ndim == 2:
+        rgb = np.repeat(rgb[..., None], 3, axis=2)
+    if rgb.ndim != 3 or rgb.shape[2] not in (3, 4) or rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise ImageError(f"expected an (H, W, 3) image array with H, W >= 1, got shape {rgb.shape}")
+    if rgb.shape[2] == 4 and alpha is None:
+        return Image.fromarray(np.ascontiguousarray(rgb), "RGBA")
+    rgb = np.ascontiguousarray(rgb[..., :3])
+    if alpha is None:
+        return Image.fromarray(rgb, "RGB")
+    a = to_u8(alpha)
+    if a.shape != rgb.shape[:2]:
+        raise ImageError(f"alpha shape {a.shape} does not match the image's {rgb.shape[:2]}")
+    return Image.fromarray(np.dstack([rgb, a]), "RGBA")
+
+
+def iter_image_files(inputs: Iterable[str | os.PathLike], recursive: bool = True) -> Iterator[Path]:
+    """Yield image files from files and folders, folders walked in sorted order.
+
+    Files given explicitly are yielded whatever their extension (a non-image then fails
+    later with a clear :class:`ImageError`); inside folders only :data:`IMAGE_EXTENSIONS`
+    count, and our own outputs (``*.mask.png``, ``*.cutout.png``, ``*.pose.png``) are skipped.
+
+    Raises:
+        ImageError: an input path does not exist.
+    """
+    own = (".mask.png", ".cutout.png", ".pose.png")
+    for item in inputs:
+        p = Path(item)
+        if p.is_file():
+            yield p
+        elif p.is_dir():
+            walker = p.rglob("*") if recursive else p.glob("*")
+            for f in sorted(walker):
+                name = f.name.lower()
+                if f.is_file() and name.endswith(IMAGE_EXTENSIONS) and not name.endswith(own):
+                    yield f
+        else:
+            raise ImageError(f"{p}: no such file or folder")
