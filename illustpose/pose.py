@@ -1,0 +1,106 @@
+"""Pose estimation: COCO-17 (+8 extra) keypoints of the character inside a bbox."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .checkpoints import Checkpoint
+from .detector import Detector
+from .errors import WrongModelError
+from .geometry import bbox_xywh_to_rc, cropbox_points, invert_cropbox, pose_cropbox, rc_to_xy
+from .loading import expect_kind, hparam, load_strict
+from .models.pose import FeatMatchPoseNet, decode_heatmaps
+from .preprocess import pose_input
+from .results import PoseResult
+
+__all__ = ["PoseEstimator"]
+
+
+class PoseEstimator(Detector):
+    """The paper's pose estimator, feat_match variant (reference ``_scripts/pose_estimator.py``).
+
+    Args:
+        net: a loaded :class:`~illustpose.models.pose.FeatMatchPoseNet`.
+        crop_size: crop side in pixels (``largs.danbooru_coco.size``, 256 released).
+        padding: crop padding as a fraction of ``crop_size`` (``largs.danbooru_coco.padding``, 0.1).
+        smoothing: heatmap smoothing factor of :func:`~illustpose.models.pose.decode_heatmaps`
+            (0.1 as ``infer_pose``; None = raw argmax).
+
+    Call ``estimator(image, bbox_xywh)``; the bbox normally comes from the segmenter.
+    """
+
+    default_weights = "feat_match+data"
+
+    def __init__(self, net: FeatMatchPoseNet, *, crop_size: int = 256, padding: float = 0.1,
+                 smoothing: float | None = 0.1, **kw):
+        kw.setdefault("kind", "feat_match")
+        super().__init__(net, **kw)
+        self.crop_size = int(crop_size)
+        self.padding = float(padding)
+        self.smoothing = smoothing
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: Checkpoint, **kwargs) -> "PoseEstimator":
+        """Build from a pose checkpoint; the trunk is taken from this file (never from the tagger).
+
+        Raises:
+            WrongModelError: not a pose checkpoint, or a feat_concat one (not supported yet).
+        """
+        kwargs.pop("search_dirs", None)
+        kind = expect_kind(ckpt, ("feat_match", "feat_concat"))
+        if kind == "feat_concat":
+            raise WrongModelError(
+                f"{ckpt.path} is a feat_concat pose model (reference passup.py); it needs the "
+                "Detectron2 Keypoint R-CNN branch, which illustpose does not run yet. Use a "
+                "feat_match checkpoint (feat_match.ckpt or feat_match+data.ckpt) meanwhile."
+            )
+        # the reference prefers largs.adds_keypoints and falls back to largs.danbooru_coco
+        crop = "largs.adds_keypoints" if "adds_keypoints" in ckpt.hparams.get("largs", {}) else "largs.danbooru_coco"
+        net = FeatMatchPoseNet(
+            heatmap_size=int(hparam(ckpt, kind, "margs.size")),
+            trunk_input_size=int(hparam(ckpt, kind, "largs.danbooru_sfw.size")),
+        )
+        load_strict(net, ckpt.state_dict, ckpt.path, ignore_prefixes=("rcnn.",))
+        return cls(net, crop_size=hparam(ckpt, kind, f"{crop}.size"), padding=hparam(ckpt, kind, f"{crop}.padding"),
+                   source=ckpt.path, kind=kind, **kwargs)
+
+    @torch.inference_mode()
+    def heatmaps(self, crops: torch.Tensor) -> torch.Tensor:
+        """float32 (B, 3, S, S) crops in [0, 1] -> float32 (B, 25, h, w) heatmap logits on the CPU."""
+        return self.net(crops.to(self.device)).float().cpu()
+
+    def __call__(self, image: Image.Image, bbox_xywh: Sequence[int], **kw) -> PoseResult:
+        """Estimate the pose of the character inside ``bbox_xywh`` (COCO ``[x, y, w, h]`` pixels)."""
+        return self.estimate([image], [bbox_xywh], **kw)[0]
+
+    def estimate(self, images: Sequence[Image.Image], bboxes_xywh: Sequence[Sequence[int]], *,
+                 return_heatmaps: bool = False) -> list[PoseResult]:
+        """Estimate poses for images with one character bbox each, as one batch.
+
+        Returns:
+            one :class:`PoseResult` per image: keypoints (25, 2) float64 (x, y) input pixels,
+            scores (25,) float32, and the heatmap logits when ``return_heatmaps``.
+        """
+        if len(images) != len(bboxes_xywh):
+            raise ValueError(f"got {len(images)} images but {len(bboxes_xywh)} bboxes")
+        if not images:
+            return []
+        cropboxes = [pose_cropbox(bbox_xywh_to_rc(b), self.crop_size, self.padding) for b in bboxes_xywh]
+        crops = torch.stack([pose_input(im, cb) for im, cb in zip(images, cropboxes)])
+        logits = self.heatmaps(crops)
+        kps_rc, scores, _ = decode_heatmaps(logits, crops.shape[-2:], self.smoothing)
+        out = []
+        for i, (im, cb) in enumerate(zip(images, cropboxes)):
+            hw = (im.height, im.width)
+            # crop (row, col) -> image (row, col) through the unrounded inverse cropbox, in
+            # float64 as the reference; then the one (row, col) -> (x, y) swap.
+            xy = rc_to_xy(cropbox_points(kps_rc[i].numpy(), invert_cropbox(hw, cb)))
+            out.append(PoseResult(
+                keypoints=xy, scores=scores[i].numpy(), bbox_xywh=tuple(int(v) for v in bboxes_xywh[i]),
+                cropbox=cb, image_size_hw=hw, heatmaps=logits[i].numpy() if return_heatmaps else None,
+            ))
+        return out
