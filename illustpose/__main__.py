@@ -1,0 +1,7 @@
+"""``python -m illustpose ...``: see :mod:`illustpose.cli`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
