@@ -1,0 +1,156 @@
+"""Checkpoint reading: every released format, untrusted pickles, damaged and wrong files."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import zipfile
+
+import pytest
+import torch
+
+from conftest import AUTHORS_PATHS
+from illustpose.checkpoints import read_checkpoint, read_torch_zip
+from illustpose.convert import convert
+from illustpose.errors import CheckpointError, UnsafeCheckpointError, WrongModelError
+from illustpose.pose import PoseEstimator
+from illustpose.segment import CharacterSegmenter
+from illustpose.tag import DanbooruTagger
+
+
+def test_lightning_ckpt_reads_without_lightning_or_easydict(authors_tree, golden_state_dicts):
+    import sys
+
+    assert "pytorch_lightning" not in sys.modules and "easydict" not in sys.modules
+    ck = read_checkpoint(authors_tree / AUTHORS_PATHS["tagger"])
+    assert ck.format == "lightning"
+    assert ck.hparams["largs"]["danbooru_sfw"]["size"] == 256
+    assert isinstance(ck.hparams["largs"], dict) and type(ck.hparams["largs"]) is dict
+    assert set(ck.state_dict) == set(golden_state_dicts["tagger"])
+    for k, v in golden_state_dicts["tagger"].items():
+        assert torch.equal(ck.state_dict[k], v), k
+    with zipfile.ZipFile(authors_tree / AUTHORS_PATHS["tagger"]) as zf:
+        assert "archive/data.pkl" in zf.namelist()  # the authors' layout, storages tagged cuda:0
+        assert b"cuda:0" in zf.read("archive/data.pkl")
+    assert "pytorch_lightning" not in sys.modules and "easydict" not in sys.modules
+
+
+def test_pose_ckpt_keeps_all_916_keys(authors_tree):
+    ck = read_checkpoint(authors_tree / AUTHORS_PATHS["feat_match+data"])
+    assert len(ck.state_dict) == 916
+    assert sum(k.startswith("rcnn.") for k in ck.state_dict) == 573
+
+
+def test_hf_formats_equal_lightning(hf_tree, golden_state_dicts):
+    for name, model in (("tagger.pth", "tagger"), ("segmenter.pth", "segmenter")):
+        ck = read_checkpoint(hf_tree / name)
+        assert ck.format == "hf_pth" and ck.hparams == {}
+        assert set(ck.state_dict) == set(golden_state_dicts[model])
+        assert all(torch.equal(ck.state_dict[k], v) for k, v in golden_state_dicts[model].items())
+
+
+def test_hf_tagger_finds_tags_txt(hf_tree):
+    tagger = DanbooruTagger.from_pretrained(hf_tree / "tagger.pth")
+    assert tagger.tag_names[:2] == ["tag_0000", "tag_0001"] and tagger.size == 256
+
+
+def test_convert_round_trip(authors_tree, tmp_path, golden_state_dicts):
+    for kind, rel in (("tagger", AUTHORS_PATHS["tagger"]), ("segmenter", AUTHORS_PATHS["segmenter"]),
+                      ("feat_match", AUTHORS_PATHS["feat_match+data"])):
+        dst = convert(authors_tree / rel, tmp_path / f"{kind}.safetensors")
+        ck = read_checkpoint(dst)
+        assert ck.format == "safetensors" and ck.metadata["model"] == kind
+        assert ck.metadata["source"] == os.path.basename(rel) and len(ck.metadata["source_sha256"]) == 64
+        assert not any(k.startswith("rcnn.") for k in ck.state_dict)
+        for k, v in ck.state_dict.items():
+            assert torch.equal(v, golden_state_dicts[kind][k]), k
+    det = PoseEstimator.from_pretrained(tmp_path / "feat_match.safetensors")
+    assert (det.crop_size, det.padding, det.net.heatmap_size) == (256, 0.1, 128)
+    tagger = DanbooruTagger.from_pretrained(tmp_path / "tagger.safetensors")
+    assert len(tagger.tag_names) == 1062  # names travel inside the converted file
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def _torch_zip_with(obj, path):
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+def test_malicious_pickle_executes_nothing(tmp_path, monkeypatch):
+    path = _torch_zip_with({"state_dict": {"x": _Evil()}}, tmp_path / "evil.ckpt")
+    calls = []
+    monkeypatch.setattr(os, "system", lambda *a: calls.append(a))
+    with pytest.raises(UnsafeCheckpointError, match=r"'(posix|os|nt)\.system'"):
+        read_checkpoint(path)
+    assert calls == []
+
+
+def test_plain_pickle_is_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    path.write_bytes(pickle.dumps(_Evil(), protocol=2))
+    with pytest.raises(CheckpointError, match="legacy"):
+        read_checkpoint(path)
+
+
+def test_truncated_checkpoint(authors_tree, tmp_path):
+    data = (authors_tree / AUTHORS_PATHS["tagger"]).read_bytes()
+    bad = tmp_path / "cut.ckpt"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated|damaged"):
+        read_checkpoint(bad)
+
+
+def test_not_a_checkpoint(tmp_path):
+    p = tmp_path / "notes.ckpt"
+    p.write_text("hello")
+    with pytest.raises(CheckpointError, match="not a checkpoint"):
+        read_checkpoint(p)
+    with pytest.raises(CheckpointError, match="no such"):
+        read_checkpoint(tmp_path / "missing.ckpt")
+
+
+def test_wrong_model_is_named(authors_tree, hf_tree):
+    with pytest.raises(WrongModelError, match="holds a Danbooru tagger.*segmenter"):
+        CharacterSegmenter.from_pretrained(authors_tree / AUTHORS_PATHS["tagger"])
+    with pytest.raises(WrongModelError, match="holds a character segmenter"):
+        PoseEstimator.from_pretrained(hf_tree / "segmenter.pth")
+
+
+def test_missing_and_unexpected_keys_listed(golden_state_dicts, tmp_path):
+    sd = dict(golden_state_dicts["tagger"])
+    sd.pop("resnet.layer1.0.conv1.weight")
+    sd["resnet.extra.weight"] = torch.zeros(1)
+    with pytest.raises(CheckpointError, match=r"missing resnet\.layer1\.0\.conv1\.weight; unexpected resnet\.extra\.weight"):
+        _load_tagger(sd, tmp_path)
+
+
+def _load_tagger(sd, tmp_path):
+    (tmp_path / "tags.txt").write_text("".join(f"t{i}\n" for i in range(1062)))
+    return DanbooruTagger.from_pretrained(_torch_zip_with(sd, tmp_path / "t.pth"))
+
+
+def test_tag_count_mismatch(hf_tree, tmp_path):
+    names = tmp_path / "few.txt"
+    names.write_text("a\nb\n")
+    with pytest.raises(CheckpointError, match="expected 1062 tag names.*got 2"):
+        DanbooruTagger.from_pretrained(hf_tree / "tagger.pth", tags=names)
+
+
+def test_feat_concat_recognised_and_refused(golden_state_dicts, tmp_path):
+    sd = {k: v for k, v in golden_state_dicts["feat_match"].items() if "matcher_rcnn" not in k}
+    sd["keypoint_head.converter_rcnn.weight"] = sd.pop("keypoint_head.converter_rcnn.0.weight")[:, :17]
+    with pytest.raises(WrongModelError, match="feat_concat.*Detectron2"):
+        PoseEstimator.from_pretrained(_torch_zip_with({"state_dict": sd, "hyper_parameters": {}}, tmp_path / "feat_concat.ckpt"))
+
+
+def test_read_torch_zip_refuses_unknown_global(tmp_path):
+    path = _torch_zip_with({"a": zipfile.ZipFile}, tmp_path / "x.pt")
+    with pytest.raises(UnsafeCheckpointError, match="zipfile.ZipFile"):
+        read_torch_zip(path)
