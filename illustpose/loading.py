@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -95,15 +95,22 @@ def hparam(ckpt: Checkpoint, kind: str, dotted: str):
     raise CheckpointError(f"{ckpt.path}: hyper-parameter '{dotted}' missing and no released default is known")
 
 
-def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str, ignore_prefixes: tuple[str, ...] = ()) -> None:
-    """Load tensors into ``module`` requiring exactly its keys and shapes.
+def load_strict(build: Callable[[], nn.Module], state_dict: Mapping[str, torch.Tensor], source: str,
+                ignore_prefixes: tuple[str, ...] = ()) -> nn.Module:
+    """Build a module and fill it with exactly its keys and shapes from ``state_dict``.
 
-    Keys starting with ``ignore_prefixes`` (e.g. feat_match's unused ``rcnn.``) are dropped
-    first.  Tensors are cast to the module's dtype.
+    ``build()`` runs on the ``meta`` device (no memory, no random init) and the checkpoint's
+    tensors are assigned in place, so loading costs only reading the file.  Keys starting with
+    ``ignore_prefixes`` (e.g. feat_match's unused ``rcnn.``) are dropped first.
+
+    Returns:
+        the module, on the CPU, its parameters the checkpoint's tensors.
 
     Raises:
         CheckpointError: listing missing keys, unexpected keys and shape mismatches by name.
     """
+    with torch.device("meta"):
+        module = build()
     sd = {k: v for k, v in state_dict.items() if not k.startswith(ignore_prefixes)}
     own = module.state_dict()
     missing = [k for k in own if k not in sd]
@@ -117,7 +124,10 @@ def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], sourc
                  f"unexpected {show(unexpected)}" if unexpected else "",
                  f"wrong shapes {show(shapes)}" if shapes else ""]
         raise CheckpointError(f"{source}: weights do not fit the model: " + "; ".join(p for p in parts if p))
-    module.load_state_dict(sd, strict=True)
+    dtypes = {k: t.dtype for k, t in own.items()}
+    module.load_state_dict({k: v.to(dtypes[k]) for k, v in sd.items()}, strict=True, assign=True)
+    assert not any(t.is_meta for t in (*module.parameters(), *module.buffers())), "unassigned meta tensor"
+    return module
 
 
 def read_tag_names(path: str | Path) -> list[str]:

@@ -60,11 +60,9 @@ class PoseEstimator(Detector):
             )
         # the reference prefers largs.adds_keypoints and falls back to largs.danbooru_coco
         crop = "largs.adds_keypoints" if "adds_keypoints" in ckpt.hparams.get("largs", {}) else "largs.danbooru_coco"
-        net = FeatMatchPoseNet(
-            heatmap_size=int(hparam(ckpt, kind, "margs.size")),
-            trunk_input_size=int(hparam(ckpt, kind, "largs.danbooru_sfw.size")),
-        )
-        load_strict(net, ckpt.state_dict, ckpt.path, ignore_prefixes=("rcnn.",))
+        sizes = dict(heatmap_size=int(hparam(ckpt, kind, "margs.size")),
+                     trunk_input_size=int(hparam(ckpt, kind, "largs.danbooru_sfw.size")))
+        net = load_strict(lambda: FeatMatchPoseNet(**sizes), ckpt.state_dict, ckpt.path, ignore_prefixes=("rcnn.",))
         return cls(net, crop_size=hparam(ckpt, kind, f"{crop}.size"), padding=hparam(ckpt, kind, f"{crop}.padding"),
                    source=ckpt.path, kind=kind, **kwargs)
 

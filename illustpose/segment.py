@@ -42,8 +42,7 @@ class CharacterSegmenter(Detector):
         """Build from a segmenter checkpoint of any format (strict keys, hyper-parameters from the file)."""
         kwargs.pop("search_dirs", None)
         expect_kind(ckpt, ("segmenter",))
-        net = CharacterSegmenterNet()
-        load_strict(net, ckpt.state_dict, ckpt.path)
+        net = load_strict(CharacterSegmenterNet, ckpt.state_dict, ckpt.path)
         return cls(net, size=hparam(ckpt, "segmenter", "largs.bg_seg.size"), source=ckpt.path, **kwargs)
 
     @torch.inference_mode()

@@ -70,8 +70,7 @@ class DanbooruTagger(Detector):
         names, where = _tag_names(ckpt, tags, search_dirs)
         if len(names) != num:
             raise CheckpointError(f"{where}: expected {num} tag names (the size of {ckpt.path}'s head), got {len(names)}")
-        net = DanbooruTaggerNet(num)
-        load_strict(net, ckpt.state_dict, ckpt.path)
+        net = load_strict(lambda: DanbooruTaggerNet(num), ckpt.state_dict, ckpt.path)
         return cls(net, names, size=hparam(ckpt, "tagger", "largs.danbooru_sfw.size"), source=ckpt.path, **kwargs)
 
     @torch.inference_mode()

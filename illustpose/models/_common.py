@@ -15,17 +15,15 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class ImageNetNormalize(nn.Module):
     """``(x - mean) / std`` per RGB channel, like ``torchvision.transforms.Normalize``.
 
-    Holds no state-dict keys (the buffers are non-persistent), matching the reference's
-    parameter-free ``TT.Normalize`` modules.  Input (B, 3, H, W) float in [0, 1].
+    Holds no tensors at all (so no state-dict keys, like the reference's parameter-free
+    ``TT.Normalize``, and nothing to materialise after a meta-device build).  Input
+    (B, 3, H, W) float in [0, 1].
     """
 
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        mean = torch.as_tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        std = torch.as_tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        return (x - mean) / std
 
 
 def resize_short_side(x: torch.Tensor, size: int) -> torch.Tensor:
