@@ -3,6 +3,7 @@ which hyper-parameters apply, and a strict, explained state-dict load."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -95,6 +96,22 @@ def hparam(ckpt: Checkpoint, kind: str, dotted: str):
     raise CheckpointError(f"{ckpt.path}: hyper-parameter '{dotted}' missing and no released default is known")
 
 
+@contextlib.contextmanager
+def _skip_init():
+    """Make ``torch.nn.init`` fills no-ops while a module is built on the meta device (every
+    value is overwritten by the checkpoint; on meta they would only cost Python time)."""
+    names = ("normal_", "uniform_", "constant_", "ones_", "zeros_", "kaiming_normal_", "kaiming_uniform_",
+             "xavier_normal_", "xavier_uniform_", "trunc_normal_")
+    saved = {n: getattr(nn.init, n) for n in names}
+    try:
+        for n in names:
+            setattr(nn.init, n, lambda tensor, *a, **k: tensor)
+        yield
+    finally:
+        for n, f in saved.items():
+            setattr(nn.init, n, f)
+
+
 def load_strict(build: Callable[[], nn.Module], state_dict: Mapping[str, torch.Tensor], source: str,
                 ignore_prefixes: tuple[str, ...] = ()) -> nn.Module:
     """Build a module and fill it with exactly its keys and shapes from ``state_dict``.
@@ -109,7 +126,7 @@ def load_strict(build: Callable[[], nn.Module], state_dict: Mapping[str, torch.T
     Raises:
         CheckpointError: listing missing keys, unexpected keys and shape mismatches by name.
     """
-    with torch.device("meta"):
+    with torch.device("meta"), _skip_init():
         module = build()
     sd = {k: v for k, v in state_dict.items() if not k.startswith(ignore_prefixes)}
     own = module.state_dict()

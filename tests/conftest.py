@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,11 +11,7 @@ import torch
 from checkpoint_factory import (AUTHORS_PATHS, write_hf_segmenter, write_hf_tagger, write_lightning_ckpt,
                                 write_rules_json)
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-FIDELITY = SHARED / "fidelity"
-SAMPLES = SHARED / "samples"
-SAMPLE_STEMS = sorted(p.stem for p in SAMPLES.glob("*.png")) if SAMPLES.is_dir() else []
+from shared_data import FIDELITY
 
 torch.set_num_threads(2)
 
@@ -64,7 +59,3 @@ def hf_tree(tmp_path_factory, golden_state_dicts):
     write_hf_segmenter(root / "segmenter.pth", golden_state_dicts["segmenter"])
     (root / "tags.txt").write_text("".join(f"tag_{i:04d}\n" for i in range(1062)))
     return root
-
-
-def load_golden(stem: str) -> dict:
-    return dict(np.load(FIDELITY / "golden" / f"{stem}.npz"))

@@ -10,7 +10,7 @@ import zipfile
 import pytest
 import torch
 
-from conftest import AUTHORS_PATHS
+from checkpoint_factory import AUTHORS_PATHS
 from illustpose.checkpoints import read_checkpoint, read_torch_zip
 from illustpose.convert import convert
 from illustpose.errors import CheckpointError, UnsafeCheckpointError, WrongModelError

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import AUTHORS_PATHS, SAMPLES, load_golden
+from checkpoint_factory import AUTHORS_PATHS
+from shared_data import SAMPLES, load_golden
 from illustpose.cli import main
 from illustpose.errors import ImageError
 from illustpose.images import from_array, iter_image_files, load_image, normalize_mode

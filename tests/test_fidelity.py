@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import AUTHORS_PATHS, SAMPLE_STEMS, SAMPLES, load_golden
+from checkpoint_factory import AUTHORS_PATHS
+from shared_data import SAMPLE_STEMS, SAMPLES, load_golden
 from illustpose.images import load_image
 from illustpose.pipeline import Pipeline
 from illustpose.pose import PoseEstimator
