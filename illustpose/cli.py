@@ -33,6 +33,9 @@ def add_model_arguments(p: argparse.ArgumentParser, models: Sequence[str] = MODE
                    help="extra folder to search for weight files (repeatable)")
     g.add_argument("--offline", action="store_true", help="never touch the network (also: HF_HUB_OFFLINE=1)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                   help="compute precision: auto = fp16 on CUDA, fp32 (exact) on CPU; bf16 is faster on CPUs with bf16 support")
+    p.add_argument("--exact", action="store_true", help="fp32, equal to the reference implementation (same as --precision fp32)")
 
 
 def _device(args) -> str:
@@ -50,7 +53,11 @@ def build_pipeline(args, models: Sequence[str] = ("segment", "pose")):
     from .segment import CharacterSegmenter
     from .tag import DanbooruTagger
 
-    common = dict(search_dirs=args.weights_dir, offline=args.offline or None, device=_device(args))
+    device = _device(args)
+    precision = "fp32" if args.exact else args.precision
+    if precision == "auto":
+        precision = "fp16" if device.startswith("cuda") else "fp32"
+    common = dict(search_dirs=args.weights_dir, offline=args.offline or None, device=device, precision=precision)
     return Pipeline(
         CharacterSegmenter.from_pretrained(args.segmenter, **common) if "segment" in models else None,
         DanbooruTagger.from_pretrained(args.tagger, tags=args.tags, **common) if "tag" in models else None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import torch
 from PIL import Image
 
 from .pose import PoseEstimator
@@ -12,7 +13,32 @@ from .results import PoseResult, SegmentationResult, TagResult
 from .segment import CharacterSegmenter
 from .tag import DanbooruTagger
 
-__all__ = ["Annotation", "Pipeline"]
+__all__ = ["Annotation", "Pipeline", "share_trunk"]
+
+_TRUNK = ("conv1", "bn1", "layer1", "layer2", "layer3")
+
+
+def share_trunk(tagger: DanbooruTagger, pose: PoseEstimator) -> bool:
+    """Let the pose model use the tagger's ResNet-50 conv1..layer3 when they are identical.
+
+    The pose trunk is a frozen copy of the tagger's (reference ``fermat.py``
+    ``ResnetFeatureExtractor``), but the pose checkpoint's own tensors are the ones in effect,
+    so this checks every tensor for equality (and the input size) first and never assumes.
+    Saves ~8.5 M parameters (34 MB in fp32).
+
+    Returns:
+        True when the modules are now shared, False when anything differs.
+    """
+    src, dst = tagger.net.resnet, getattr(pose.net, "resnet", None)
+    if dst is None or src is dst or getattr(dst, "input_size", None) != tagger.size:
+        return src is dst
+    for name in _TRUNK:
+        a, b = getattr(src, name).state_dict(), getattr(dst, name).state_dict()
+        if a.keys() != b.keys() or not all(a[k].device == b[k].device and torch.equal(a[k], b[k]) for k in a):
+            return False
+    for name in _TRUNK:
+        setattr(dst, name, getattr(src, name))
+    return True
 
 
 @dataclass(frozen=True)
@@ -28,12 +54,14 @@ class Pipeline:
     """Runs whichever of the three detectors it holds, in the reference's order.
 
     The pose crop needs a character bbox: it comes from ``bboxes_xywh`` when given, else from
-    the segmenter (as the reference's ``infer_pose``), else the whole image.
+    the segmenter (as the reference's ``infer_pose``), else the whole image.  When the tagger
+    and the pose model hold identical trunk tensors they share them (:func:`share_trunk`).
     """
 
     def __init__(self, segmenter: CharacterSegmenter | None = None, tagger: DanbooruTagger | None = None,
                  pose: PoseEstimator | None = None):
         self.segmenter, self.tagger, self.pose = segmenter, tagger, pose
+        self.trunk_shared = bool(tagger and pose) and share_trunk(tagger, pose)
 
     def annotate(self, images: Sequence[Image.Image], bboxes_xywh: Sequence[Sequence[int]] | None = None, *,
                  return_heatmaps: bool = False) -> list[Annotation]:

@@ -66,10 +66,9 @@ class PoseEstimator(Detector):
         return cls(net, crop_size=hparam(ckpt, kind, f"{crop}.size"), padding=hparam(ckpt, kind, f"{crop}.padding"),
                    source=ckpt.path, kind=kind, **kwargs)
 
-    @torch.inference_mode()
     def heatmaps(self, crops: torch.Tensor) -> torch.Tensor:
         """float32 (B, 3, S, S) crops in [0, 1] -> float32 (B, 25, h, w) heatmap logits on the CPU."""
-        return self.net(crops.to(self.device)).float().cpu()
+        return self.forward(crops)
 
     def __call__(self, image: Image.Image, bbox_xywh: Sequence[int], **kw) -> PoseResult:
         """Estimate the pose of the character inside ``bbox_xywh`` (COCO ``[x, y, w, h]`` pixels)."""

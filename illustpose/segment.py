@@ -45,7 +45,6 @@ class CharacterSegmenter(Detector):
         net = load_strict(CharacterSegmenterNet, ckpt.state_dict, ckpt.path)
         return cls(net, size=hparam(ckpt, "segmenter", "largs.bg_seg.size"), source=ckpt.path, **kwargs)
 
-    @torch.inference_mode()
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         """Foreground probability for a batch of same-size inputs.
 
@@ -55,8 +54,7 @@ class CharacterSegmenter(Detector):
         Returns:
             float32 (B, h, w) in [0, 1] on the CPU (softmax channel 1).
         """
-        logits = self.net(batch.to(self.device))
-        return torch.softmax(logits.float(), dim=1)[:, 1].cpu()
+        return torch.softmax(self.forward(batch), dim=1)[:, 1]
 
     def __call__(self, images: Image.Image | Sequence[Image.Image]):
         """Segment one image (-> :class:`SegmentationResult`) or a list (-> list)."""

@@ -73,10 +73,9 @@ class DanbooruTagger(Detector):
         net = load_strict(lambda: DanbooruTaggerNet(num), ckpt.state_dict, ckpt.path)
         return cls(net, names, size=hparam(ckpt, "tagger", "largs.danbooru_sfw.size"), source=ckpt.path, **kwargs)
 
-    @torch.inference_mode()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
         """float32 (B, 3, S, S) in [0, 1] -> float32 (B, num_tags) logits on the CPU."""
-        return self.net(batch.to(self.device)).float().cpu()
+        return self.forward(batch)
 
     def __call__(self, images: Image.Image | Sequence[Image.Image]):
         """Tag one image (-> :class:`TagResult`) or a list (-> list, run as one batch)."""

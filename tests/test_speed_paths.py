@@ -1,0 +1,54 @@
+"""The fast paths: precision options and trunk sharing (correctness only; timings live in benchmarks/)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from illustpose.models.pose import FeatMatchPoseNet
+from illustpose.models.tagger import DanbooruTaggerNet
+from illustpose.pipeline import Pipeline, share_trunk
+from illustpose.pose import PoseEstimator
+from illustpose.tag import DanbooruTagger
+
+
+def _pair(same: bool):
+    torch.manual_seed(0)
+    tagger = DanbooruTagger(DanbooruTaggerNet(4), ["a", "b", "c", "d"])
+    pose_net = FeatMatchPoseNet(heatmap_size=32)
+    if same:
+        sd = {k: v for k, v in tagger.net.resnet.state_dict().items() if not k.startswith(("layer4", "fc"))}
+        pose_net.resnet.load_state_dict(sd)
+    return tagger, PoseEstimator(pose_net.eval(), crop_size=64)
+
+
+def test_identical_trunks_are_shared_and_outputs_unchanged():
+    tagger, pose = _pair(same=True)
+    x = torch.rand(1, 3, 64, 64)
+    before = pose.heatmaps(x)
+    pipe = Pipeline(tagger=tagger, pose=pose)
+    assert pipe.trunk_shared and pose.net.resnet.layer3 is tagger.net.resnet.layer3
+    assert torch.equal(pose.heatmaps(x), before)
+    params = {id(p) for p in (*tagger.net.parameters(), *pose.net.parameters())}
+    assert len(params) < len(list(tagger.net.parameters())) + len(list(pose.net.parameters()))
+
+
+def test_different_trunks_are_not_shared():
+    tagger, pose = _pair(same=False)
+    assert not share_trunk(tagger, pose)
+    assert pose.net.resnet.layer3 is not tagger.net.resnet.layer3
+
+
+def test_precision_option_validated_and_bf16_close():
+    tagger, pose = _pair(same=False)
+    x = torch.rand(2, 3, 64, 64)
+    ref = pose.heatmaps(x)
+    pose.to(precision="bf16")
+    fast = pose.heatmaps(x)
+    assert fast.dtype == torch.float32 and fast.shape == ref.shape
+    assert torch.allclose(fast, ref, atol=0.5)
+    pose.to(precision="fp32")
+    assert torch.equal(pose.heatmaps(x), ref)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        pose.to(precision="int8")
