@@ -1,0 +1,121 @@
+"""What every node shares: ComfyUI tensors <-> library images, device moves, progress, errors.
+
+ComfyUI's IMAGE is a float tensor ``[B, H, W, C]`` in 0..1 (C = 3, sometimes 4 with alpha, or 1)
+and MASK a float tensor ``[B, H, W]`` (or ``[H, W]``) in 0..1.  The library takes 8-bit PIL
+images, so conversion happens here, at the edges of a node, and results go back as tensors on
+``comfy.model_management.intermediate_device()``.
+"""
+
+from __future__ import annotations
+
+import functools
+from contextlib import ExitStack, contextmanager
+
+import comfy.model_management as mm
+import comfy.utils
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from illustpose.errors import IllustposeError
+from illustpose.images import from_array
+
+__all__ = [
+    "IllustposeNodeError", "reports_errors", "split_alpha", "fit_mask", "to_pil_images", "image_tensor",
+    "to_output", "on_device", "map_with_progress",
+]
+
+#: Memory asked of ComfyUI on top of a model's weights before it moves in: an allowance for one
+#: image's activations (the models work at a 256 px short side).
+WORKSPACE_BYTES = 1 << 30
+
+
+class IllustposeNodeError(Exception):
+    """A node failed for a reason the user can fix; the message says what and how."""
+
+
+def reports_errors(execute):
+    """Decorate a node's ``execute`` so library errors reach the user as their message alone
+    (no library traceback); ComfyUI shows it on the node that failed."""
+
+    @functools.wraps(execute)
+    def wrapper(cls, *args, **kwargs):
+        try:
+            return execute(cls, *args, **kwargs)
+        except IllustposeError as e:
+            raise IllustposeNodeError(str(e)) from None
+
+    return wrapper
+
+
+def fit_mask(mask: torch.Tensor, batch: int, hw: tuple[int, int]) -> torch.Tensor:
+    """A MASK as float ``[batch, H, W]`` on the CPU: ``[H, W]`` gains a batch axis, a shorter
+    batch repeats its last mask (ComfyUI's rule for short lists), another size is resized
+    bilinearly (LoadImage gives a 64x64 mask for images without alpha)."""
+    m = (mask if mask.dim() == 3 else mask.reshape(1, *mask.shape[-2:])).detach().float().cpu()
+    if tuple(m.shape[-2:]) != tuple(hw):
+        m = F.interpolate(m[:, None], size=hw, mode="bilinear", align_corners=False)[:, 0]
+    return m[torch.arange(batch).clamp(max=m.shape[0] - 1)]
+
+
+def split_alpha(image: torch.Tensor, transparency: torch.Tensor | None = None):
+    """IMAGE -> (RGB float ``[B, H, W, 3]``, opacity float ``[B, H, W]`` or None), on the CPU.
+
+    Opacity is the image's own 4th channel, times ``1 - transparency`` when a MASK in
+    LoadImage's convention (1 = transparent) is given.
+    """
+    if image.dim() != 4 or image.shape[-1] not in (1, 3, 4):
+        raise IllustposeNodeError(
+            f"expected an IMAGE tensor [batch, height, width, 1|3|4 channels], got shape {tuple(image.shape)}")
+    image = image.detach().float().cpu()
+    rgb = image[..., :3] if image.shape[-1] >= 3 else image.expand(-1, -1, -1, 3)
+    alpha = image[..., 3] if image.shape[-1] == 4 else None
+    if transparency is not None:
+        opacity = 1.0 - fit_mask(transparency, image.shape[0], tuple(image.shape[1:3]))
+        alpha = opacity if alpha is None else alpha * opacity
+    return rgb, alpha
+
+
+def to_pil_images(image: torch.Tensor, transparency: torch.Tensor | None = None) -> list[Image.Image]:
+    """IMAGE (+ LoadImage-style transparency MASK) -> one 8-bit RGB or RGBA PIL image per batch
+    item, quantised by :func:`illustpose.images.from_array` (the bytes SaveImage would write)."""
+    rgb, alpha = split_alpha(image, transparency)
+    rgb, alpha = rgb.numpy(), None if alpha is None else alpha.numpy()
+    return [from_array(rgb[i], None if alpha is None else alpha[i]) for i in range(len(rgb))]
+
+
+def image_tensor(arrays) -> torch.Tensor:
+    """Same-size uint8 ``(H, W, C)`` arrays -> IMAGE ``[B, H, W, C]`` on the intermediate device."""
+    return torch.from_numpy(np.stack(arrays)).float().div(255.0).to(mm.intermediate_device())
+
+
+def to_output(t: torch.Tensor) -> torch.Tensor:
+    """A float32 output tensor on the intermediate device."""
+    return t.float().contiguous().to(mm.intermediate_device())
+
+
+@contextmanager
+def on_device(*detectors):
+    """Run detectors (None entries skipped) on ComfyUI's torch device, then send them back to
+    the offload device and release cached GPU memory, even if the body fails or is cancelled."""
+    device = mm.get_torch_device()
+    with ExitStack() as stack:
+        stack.callback(mm.soft_empty_cache)  # callbacks run last-in first-out: this one last
+        for det in (d for d in detectors if d is not None):
+            stack.callback(det.to, mm.unet_offload_device())
+            mm.free_memory(mm.module_size(det.net) + WORKSPACE_BYTES, device)
+            det.to(device)
+        yield
+
+
+def map_with_progress(fn, items) -> list:
+    """``[fn(x) for x in items]`` with a ComfyUI progress bar; each step is also where ComfyUI
+    raises its cancel exception (its progress hook checks for an interrupt first)."""
+    items = list(items)
+    bar = comfy.utils.ProgressBar(len(items))
+    out = []
+    for item in items:
+        out.append(fn(item))
+        bar.update(1)
+    return out

@@ -1,0 +1,163 @@
+"""Illustrated Pose: COCO keypoints of the character, as POSE_KEYPOINT, an OpenPose control
+image, COCO JSON, heatmaps and a preview."""
+
+from __future__ import annotations
+
+import json
+from numbers import Real
+
+import cv2
+import numpy as np
+import torch
+
+from illustpose.geometry import bbox_from_mask, bbox_rc_to_xywh
+from illustpose.keypoints import (
+    ALL_KEYPOINTS,
+    coco17_to_openpose18,
+    coco_categories,
+    to_coco_annotation,
+    to_pose_keypoint,
+)
+from illustpose.pipeline import Pipeline
+from illustpose.render import draw_skeleton, render_pose_keypoint
+from illustpose.results import PoseResult
+
+from ._api import BBOX, POSE_KEYPOINT, POSE_MODEL, SEGMENTER, io
+from ._common import (
+    IllustposeNodeError,
+    fit_mask,
+    image_tensor,
+    map_with_progress,
+    on_device,
+    reports_errors,
+    to_output,
+    to_pil_images,
+)
+
+ALL_JOINTS = "all"
+MAX_RESOLUTION = 16384
+
+
+def given_bboxes(batch: int, hw: tuple[int, int], bbox, character_mask) -> list | None:
+    """One COCO box per image from the ``bbox`` input (one box, or one per image), else from
+    ``character_mask`` (by the segmenter's bbox rule at 0.5), else None (the pipeline then segments)."""
+    if bbox is not None:
+        boxes = [bbox] if len(bbox) == 4 and all(isinstance(v, Real) for v in bbox) else list(bbox)
+        if len(boxes) not in (1, batch):
+            raise IllustposeNodeError(
+                f"bbox holds {len(boxes)} boxes for {batch} images; give one per image, or one for all")
+        return [list(b) for b in boxes] * (batch // len(boxes))
+    if character_mask is not None:
+        masks = np.rint(fit_mask(character_mask, batch, hw).numpy() * 255.0).astype(np.uint8)
+        return [bbox_rc_to_xywh(bbox_from_mask(m, 0.5)) for m in masks]
+    return None
+
+
+def heatmap_on_image(heatmap: np.ndarray, pose: PoseResult) -> np.ndarray:
+    """A ``(h, w)`` heatmap of the pose crop, placed where the crop lies in the image.
+
+    Heatmap cell ``(i, j)`` covers crop pixels ``(i, j) * S / h`` onwards, and the crop maps to
+    the image by ``image = crop * from_size / S + from_corner`` (the keypoints' own inverse
+    cropbox), so a cell spans ``from_size / h`` image pixels.  Outside the crop: 0.
+    """
+    (r0, c0), (fh, fw), _ = pose.cropbox
+    kr, kc = fh / heatmap.shape[0], fw / heatmap.shape[1]
+    # pixel-centre form of image = cell * k + corner (cv2 puts pixel centres at integers)
+    m = np.float64([[kc, 0.0, c0 + 0.5 * kc - 0.5], [0.0, kr, r0 + 0.5 * kr - 0.5]])
+    h, w = pose.image_size_hw
+    return cv2.warpAffine(heatmap.astype(np.float32), m, (w, h), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+
+
+def heatmap_mask(pose: PoseResult, joint: str) -> np.ndarray:
+    """Sigmoid heatmap of one joint, or the maximum over all 25 channels, at the image's size."""
+    prob = torch.sigmoid(torch.from_numpy(pose.heatmaps)).numpy()
+    return heatmap_on_image(prob.max(axis=0) if joint == ALL_JOINTS else prob[ALL_KEYPOINTS.index(joint)], pose)
+
+
+def coco_json(poses: list[PoseResult], threshold: float) -> str:
+    """A COCO keypoints file for the batch: image ``i`` has id ``i + 1`` and one annotation."""
+    return json.dumps({
+        "images": [{"id": i + 1, "height": p.image_size_hw[0], "width": p.image_size_hw[1]}
+                   for i, p in enumerate(poses)],
+        "annotations": [to_coco_annotation(p.keypoints, p.scores, list(p.bbox_xywh), image_id=i + 1, ann_id=i + 1,
+                                           visibility_threshold=threshold) for i, p in enumerate(poses)],
+        "categories": [coco_categories()],
+    })
+
+
+class IllustratedPose(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="IllustratedPose|illustpose",
+            display_name="Illustrated Pose (illustpose)",
+            category="illustpose",
+            description="Estimates the pose of the one character in each illustration (reference pose_estimator.py): "
+                        "COCO keypoints as POSE_KEYPOINT and an OpenPose ControlNet image, drawn exactly as "
+                        "comfyui_controlnet_aux draws them.",
+            inputs=[
+                io.Image.Input("image", tooltip="Illustrations with one full-body character each, any size."),
+                POSE_MODEL.Input("pose_model", tooltip="From Load Pose Estimator."),
+                io.Float.Input("confidence_threshold", default=0.0, min=0.0, max=1.0, step=0.01, tooltip=(
+                    "Joints whose heatmap peak is below this count as absent (not drawn, confidence 0, COCO v=1). "
+                    "0 keeps every joint, as the reference.")),
+                io.Int.Input("resolution", default=512, min=0, max=MAX_RESOLUTION, step=64, tooltip=(
+                    "Short side of the OpenPose image in pixels (resized as the DWPose node does); "
+                    "0 = the input size.")),
+                io.Boolean.Input("draw_extra", default=False, tooltip=(
+                    "Also draw the model's 6 extra points (nose root, body, thumbs, toes) on the preview.")),
+                io.Combo.Input("heatmap_joint", options=[ALL_JOINTS, *ALL_KEYPOINTS], default=ALL_JOINTS, tooltip=(
+                    "Which heatmap the heatmaps output shows: one joint, or 'all' = the maximum over the "
+                    "25 channels.")),
+                io.Boolean.Input("xinsr_stick_scaling", default=False, tooltip=(
+                    "Thicker limbs on large images, for xinsir's SDXL OpenPose ControlNet (cn_aux's option).")),
+                SEGMENTER.Input("segmenter", optional=True, tooltip=(
+                    "Finds the character's box when neither bbox nor character_mask is given; without any of the "
+                    "three the whole image is the box.")),
+                io.Mask.Input("character_mask", optional=True, tooltip=(
+                    "The character's mask (1 = character, e.g. Character Segment's mask); its box replaces "
+                    "segmentation.")),
+                BBOX.Input("bbox", optional=True, tooltip=(
+                    "The character's box [x, y, w, h] per image (e.g. Character Segment's bbox); wins over "
+                    "the rest.")),
+            ],
+            outputs=[
+                POSE_KEYPOINT.Output(display_name="pose_keypoint", tooltip=(
+                    "OpenPose-18 keypoints in pixels, comfyui_controlnet_aux's format (confidence 1 present, "
+                    "0 absent).")),
+                io.Image.Output(display_name="openpose_image", tooltip="The OpenPose control image for ControlNet."),
+                io.String.Output(display_name="coco_json", tooltip=(
+                    "COCO keypoints JSON (images, annotations, categories) with scores and the 8 extra points.")),
+                io.Mask.Output(display_name="heatmaps", tooltip="The chosen heatmap (0..1) placed on the image."),
+                io.Image.Output(display_name="preview", tooltip="The COCO skeleton and box drawn over the image."),
+            ],
+        )
+
+    @classmethod
+    @reports_errors
+    def execute(cls, image, pose_model, confidence_threshold, resolution, draw_extra, heatmap_joint,
+                xinsr_stick_scaling, segmenter=None, character_mask=None, bbox=None):
+        images = to_pil_images(image)
+        boxes = given_bboxes(len(images), (images[0].height, images[0].width), bbox, character_mask)
+        pipeline = Pipeline(segmenter if boxes is None else None, None, pose_model)
+
+        def estimate(i: int) -> PoseResult:
+            box = None if boxes is None else [boxes[i]]
+            return pipeline.annotate([images[i]], box, return_heatmaps=True)[0].pose
+
+        with on_device(pipeline.segmenter, pose_model):
+            poses = map_with_progress(estimate, range(len(images)))
+        people = [[coco17_to_openpose18(p.keypoints, p.scores >= confidence_threshold)] for p in poses]
+        pose_keypoint = to_pose_keypoint(people, [p.image_size_hw for p in poses])
+        control = render_pose_keypoint(pose_keypoint, resolution or None, xinsr_stick_scaling=xinsr_stick_scaling)
+        previews = [draw_skeleton(np.asarray(im.convert("RGB")), p.keypoints, p.scores, bbox_xywh=list(p.bbox_xywh),
+                                  threshold=confidence_threshold, draw_extra=draw_extra)
+                    for im, p in zip(images, poses)]
+        heatmaps = torch.from_numpy(np.stack([heatmap_mask(p, heatmap_joint) for p in poses]))
+        return io.NodeOutput(pose_keypoint, image_tensor(control), coco_json(poses, confidence_threshold),
+                             to_output(heatmaps), image_tensor(previews),
+                             ui={"openpose_json": [json.dumps(pose_keypoint)]})
+
+
+NODES = [IllustratedPose]

@@ -1,0 +1,80 @@
+"""Danbooru Tag: a caption of Danbooru tags for each image."""
+
+from __future__ import annotations
+
+import json
+
+from illustpose.results import TagResult
+
+from ._api import TAGGER, io
+from ._common import map_with_progress, on_device, reports_errors, to_pil_images
+
+
+def _normalize(tag: str) -> str:
+    return tag.strip().lower().replace("_", " ")
+
+
+def select_tags(result: TagResult, threshold: float, exclude: str, replace_underscores: bool,
+                sort_by_score: bool, max_tags: int) -> list[tuple[str, float]]:
+    """The tags kept for one image, as ``(name, score)`` in caption order.
+
+    Kept: score >= ``threshold`` (the reference's rule) and not in ``exclude`` (comma-separated,
+    matched case-insensitively with underscores and spaces alike); highest score first, or the
+    tagger's rule order; at most ``max_tags`` (0 = all); underscores become spaces if asked.
+    """
+    excluded = {_normalize(t) for t in exclude.split(",") if t.strip()}
+    kept = [(n, s) for n, s in result.scores.items() if s >= threshold and _normalize(n) not in excluded]
+    if sort_by_score:
+        kept.sort(key=lambda ns: -ns[1])
+    if max_tags > 0:
+        kept = kept[:max_tags]
+    return [(n.replace("_", " ") if replace_underscores else n, s) for n, s in kept]
+
+
+class DanbooruTag(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="DanbooruTag|illustpose",
+            display_name="Danbooru Tag (illustpose)",
+            category="illustpose",
+            description="Tags each illustration with the Danbooru tagger of bizarre-pose-estimator "
+                        "(reference danbooru_tagger.py) and writes a comma-separated caption per image.",
+            inputs=[
+                io.Image.Input("image", tooltip="Illustrations to tag, any size."),
+                TAGGER.Input("tagger", tooltip="From Load Danbooru Tagger."),
+                io.Float.Input("threshold", default=0.5, min=0.0, max=1.0, step=0.01,
+                               tooltip="Keep tags whose score is at least this (0.5 as the reference)."),
+                io.String.Input("exclude_tags", default="", multiline=False, placeholder="e.g. solo, simple background",
+                                tooltip="Comma-separated tags to leave out (case, spaces and underscores ignored)."),
+                io.Boolean.Input("replace_underscores", default=True, tooltip=(
+                    "Write 'long hair' instead of 'long_hair' (the reference captioner's default).")),
+                io.Boolean.Input("sort_by_score", default=True,
+                                 tooltip="Highest score first; off keeps the tagger's own tag order."),
+                io.Int.Input("max_tags", default=0, min=0, max=1000,
+                             tooltip="Keep at most this many tags (0 = no limit)."),
+                io.Mask.Input("transparency", optional=True, tooltip=(
+                    "The image's transparency as Load Image outputs it (1 = transparent); transparent pixels "
+                    "become white, as the reference does for RGBA files.")),
+            ],
+            outputs=[
+                io.String.Output(display_name="tags", is_output_list=True, tooltip=(
+                    "One caption per image, tags joined by ', ' (a list: nodes after it run once per image).")),
+                io.String.Output(display_name="scores_json", tooltip=(
+                    "JSON list with one {tag: score} object per image, the kept tags only.")),
+            ],
+        )
+
+    @classmethod
+    @reports_errors
+    def execute(cls, image, tagger, threshold, exclude_tags, replace_underscores, sort_by_score, max_tags,
+                transparency=None):
+        images = to_pil_images(image, transparency)
+        with on_device(tagger):
+            results = map_with_progress(lambda im: tagger.tag([im])[0], images)
+        kept = [select_tags(r, threshold, exclude_tags, replace_underscores, sort_by_score, max_tags) for r in results]
+        captions = [", ".join(n for n, _ in k) for k in kept]
+        return io.NodeOutput(captions, json.dumps([dict(k) for k in kept]), ui={"text": captions})
+
+
+NODES = [DanbooruTag]

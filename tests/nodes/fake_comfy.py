@@ -1,0 +1,262 @@
+"""Stand-ins for the ComfyUI modules the nodes import, so node tests run without ComfyUI.
+
+Each stand-in keeps the names, signatures and behaviour the nodes rely on, as ComfyUI 0.3.64
+defines them (``comfy/model_management.py``, ``comfy/utils.py``, ``folder_paths.py``,
+``comfy_api/latest/_io.py``); the tests put them in ``sys.modules`` with ``patch.dict``, as
+ComfyUI's own unit tests mock ``nodes`` and ``server``.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+def _module(name: str, **attrs) -> types.ModuleType:
+    m = types.ModuleType(name)
+    m.__dict__.update(attrs)
+    return m
+
+
+# --------------------------------------------------------------------------- comfy
+
+
+class InterruptProcessingException(Exception):
+    pass
+
+
+def make_comfy(calls: list) -> dict[str, types.ModuleType]:
+    """``comfy``, ``comfy.model_management`` and ``comfy.utils``; device moves are logged in ``calls``.
+
+    ``comfy.utils.PROGRESS_BAR_HOOK`` is called on every progress update, as ComfyUI's
+    ``main.py hijack_progress`` installs it (which first raises if the user pressed Cancel).
+    """
+    cpu = torch.device("cpu")
+
+    def module_size(module):
+        return sum(t.nelement() * t.element_size() for t in module.state_dict().values())
+
+    mm = _module(
+        "comfy.model_management",
+        get_torch_device=lambda: cpu,
+        unet_offload_device=lambda: cpu,
+        intermediate_device=lambda: cpu,
+        soft_empty_cache=lambda force=False: calls.append("soft_empty_cache"),
+        free_memory=lambda memory_required, device, keep_loaded=[]: calls.append(("free_memory", memory_required)),
+        module_size=module_size,
+        InterruptProcessingException=InterruptProcessingException,
+    )
+    utils = _module("comfy.utils", PROGRESS_BAR_HOOK=None)
+
+    class ProgressBar:
+        def __init__(self, total, node_id=None):
+            self.total, self.current, self.node_id = total, 0, node_id
+            calls.append(("progress", total))
+
+        def update_absolute(self, value, total=None, preview=None):
+            self.current = min(value, self.total)
+            if utils.PROGRESS_BAR_HOOK is not None:
+                utils.PROGRESS_BAR_HOOK(self.current, self.total, preview, node_id=self.node_id)
+
+        def update(self, value):
+            self.update_absolute(self.current + value)
+
+    utils.ProgressBar = ProgressBar
+    comfy = _module("comfy", model_management=mm, utils=utils)
+    comfy.__path__ = []
+    return {"comfy": comfy, "comfy.model_management": mm, "comfy.utils": utils}
+
+
+# --------------------------------------------------------------------------- folder_paths
+
+
+def make_folder_paths(base: str) -> types.ModuleType:
+    """``folder_paths`` over ``base/models``, ``base/input`` and ``base/output``."""
+    fp = _module("folder_paths", models_dir=os.path.join(base, "models"), folder_names_and_paths={})
+    for d in ("models", "input", "output"):
+        os.makedirs(os.path.join(base, d), exist_ok=True)
+
+    def add_model_folder_path(folder_name, full_folder_path, is_default=False):
+        if folder_name in fp.folder_names_and_paths:
+            paths = fp.folder_names_and_paths[folder_name][0]
+            if full_folder_path not in paths:
+                paths.insert(0, full_folder_path) if is_default else paths.append(full_folder_path)
+        else:
+            fp.folder_names_and_paths[folder_name] = ([full_folder_path], set())
+
+    def get_filename_list(folder_name):
+        out = set()
+        for d in fp.folder_names_and_paths[folder_name][0]:
+            for root, _, files in os.walk(d):
+                out.update(os.path.relpath(os.path.join(root, f), d) for f in files)
+        return sorted(out)
+
+    def get_full_path(folder_name, filename):
+        filename = os.path.relpath(os.path.join("/", filename), "/")
+        for d in fp.folder_names_and_paths.get(folder_name, ([], None))[0]:
+            if os.path.isfile(os.path.join(d, filename)):
+                return os.path.join(d, filename)
+        return None
+
+    def get_annotated_filepath(name, default_dir=None):
+        for tag, d in ((" [output]", fp.get_output_directory()), (" [input]", fp.get_input_directory())):
+            if name.endswith(tag):
+                return os.path.join(d, name[: -len(tag)])
+        return os.path.join(default_dir or fp.get_input_directory(), name)
+
+    def get_save_image_path(filename_prefix, output_dir, image_width=0, image_height=0):
+        # ComfyUI's counter rule: the highest NNNNN of files named "<prefix>_NNNNN..." plus one
+        subfolder = os.path.dirname(os.path.normpath(filename_prefix))
+        filename = os.path.basename(os.path.normpath(filename_prefix))
+        full_output_folder = os.path.join(output_dir, subfolder)
+        if os.path.commonpath((output_dir, os.path.abspath(full_output_folder))) != output_dir:
+            raise Exception("Saving image outside the output folder is not allowed.")
+        counters = []
+        for f in os.listdir(full_output_folder) if os.path.isdir(full_output_folder) else ():
+            if f[: len(filename) + 1] == filename + "_":
+                try:
+                    counters.append(int(f[len(filename) + 1:].split("_")[0]))
+                except ValueError:
+                    counters.append(0)
+        counter = max(counters, default=0) + 1
+        os.makedirs(full_output_folder, exist_ok=True)
+        return full_output_folder, filename, counter, subfolder, filename_prefix
+
+    fp.__dict__.update(
+        add_model_folder_path=add_model_folder_path,
+        get_folder_paths=lambda folder_name: fp.folder_names_and_paths[folder_name][0][:],
+        get_filename_list=get_filename_list,
+        get_full_path=get_full_path,
+        get_input_directory=lambda: os.path.join(base, "input"),
+        get_output_directory=lambda: os.path.join(base, "output"),
+        get_annotated_filepath=get_annotated_filepath,
+        get_save_image_path=get_save_image_path,
+    )
+    return fp
+
+
+# --------------------------------------------------------------------------- comfy_api.latest
+
+
+class _Input:
+    def __init__(self, id: str, display_name: str = None, optional=False, tooltip: str = None, lazy: bool = None,
+                 extra_dict=None):
+        self.id, self.display_name, self.optional, self.tooltip, self.lazy = id, display_name, optional, tooltip, lazy
+
+
+class _WidgetInput(_Input):
+    def __init__(self, id, display_name=None, optional=False, tooltip=None, lazy=None, default: Any = None,
+                 socketless: bool = None, widget_type: str = None, force_input: bool = None, extra_dict=None):
+        super().__init__(id, display_name, optional, tooltip, lazy, extra_dict)
+        self.default, self.force_input = default, force_input
+
+
+class _Output:
+    def __init__(self, id: str = None, display_name: str = None, tooltip: str = None, is_output_list=False):
+        self.id, self.display_name, self.tooltip, self.is_output_list = id, display_name, tooltip, is_output_list
+
+
+def _comfytype(io_type: str, input_cls=_Input):
+    t = type(io_type.title(), (), {"io_type": io_type})
+    t.Input = type("Input", (input_cls,), {"io_type": io_type})
+    t.Output = type("Output", (_Output,), {"io_type": io_type})
+    return t
+
+
+class _BooleanInput(_WidgetInput):
+    def __init__(self, id, display_name=None, optional=False, tooltip=None, lazy=None, default: bool = None,
+                 label_on: str = None, label_off: str = None, socketless: bool = None, force_input: bool = None):
+        super().__init__(id, display_name, optional, tooltip, lazy, default, socketless, None, force_input)
+
+
+class _IntInput(_WidgetInput):
+    def __init__(self, id, display_name=None, optional=False, tooltip=None, lazy=None, default: int = None,
+                 min: int = None, max: int = None, step: int = None, control_after_generate: bool = None,
+                 display_mode=None, socketless: bool = None, force_input: bool = None):
+        super().__init__(id, display_name, optional, tooltip, lazy, default, socketless, None, force_input)
+        self.min, self.max, self.step = min, max, step
+
+
+class _FloatInput(_WidgetInput):
+    def __init__(self, id, display_name=None, optional=False, tooltip=None, lazy=None, default: float = None,
+                 min: float = None, max: float = None, step: float = None, round: float = None, display_mode=None,
+                 socketless: bool = None, force_input: bool = None):
+        super().__init__(id, display_name, optional, tooltip, lazy, default, socketless, None, force_input)
+        self.min, self.max, self.step = min, max, step
+
+
+class _StringInput(_WidgetInput):
+    def __init__(self, id, display_name=None, optional=False, tooltip=None, lazy=None, multiline=False,
+                 placeholder: str = None, default: str = None, dynamic_prompts: bool = None, socketless: bool = None,
+                 force_input: bool = None):
+        super().__init__(id, display_name, optional, tooltip, lazy, default, socketless, None, force_input)
+        self.multiline = multiline
+
+
+class _ComboInput(_WidgetInput):
+    def __init__(self, id, options=None, display_name=None, optional=False, tooltip=None, lazy=None, default=None,
+                 control_after_generate=None, upload=None, image_folder=None, remote=None, socketless=None):
+        super().__init__(id, display_name, optional, tooltip, lazy, default, socketless)
+        self.options = options
+
+
+@dataclass
+class Schema:
+    node_id: str
+    display_name: str = None
+    category: str = "sd"
+    inputs: list = None
+    outputs: list = None
+    hidden: list = None
+    description: str = ""
+    is_input_list: bool = False
+    is_output_node: bool = False
+    is_deprecated: bool = False
+    is_experimental: bool = False
+    is_api_node: bool = False
+    not_idempotent: bool = False
+    enable_expand: bool = False
+
+
+class NodeOutput:
+    def __init__(self, *args: Any, ui=None, expand: dict = None, block_execution: str = None):
+        self.args, self.ui, self.expand, self.block_execution = args, ui, expand, block_execution
+
+
+class ComfyNode:
+    @classmethod
+    @abstractmethod
+    def define_schema(cls) -> Schema:
+        raise NotImplementedError
+
+    @classmethod
+    @abstractmethod
+    def execute(cls, **kwargs) -> NodeOutput:
+        raise NotImplementedError
+
+
+class ComfyExtension(ABC):
+    @abstractmethod
+    async def get_node_list(self) -> list:
+        ...
+
+
+def make_comfy_api() -> dict[str, types.ModuleType]:
+    """``comfy_api`` and ``comfy_api.latest`` with the ``io`` names the nodes use."""
+    io = _module(
+        "comfy_api.latest.io", Schema=Schema, NodeOutput=NodeOutput, ComfyNode=ComfyNode,
+        Image=_comfytype("IMAGE"), Mask=_comfytype("MASK"), Boolean=_comfytype("BOOLEAN", _BooleanInput),
+        Int=_comfytype("INT", _IntInput), Float=_comfytype("FLOAT", _FloatInput),
+        String=_comfytype("STRING", _StringInput), Combo=_comfytype("COMBO", _ComboInput),
+        Custom=lambda io_type: _comfytype(io_type),
+    )
+    latest = _module("comfy_api.latest", io=io, ComfyExtension=ComfyExtension)
+    latest.__path__ = []
+    api = _module("comfy_api", latest=latest)
+    api.__path__ = []
+    return {"comfy_api": api, "comfy_api.latest": latest}
