@@ -28,7 +28,7 @@ def load_tensors(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """One file -> IMAGE ``[1, H, W, 3]`` and MASK ``[1, H, W]`` as LoadImage gives them (MASK =
     1 - alpha; zeros without alpha), through the library's reader (EXIF rotation, 16-bit, palettes)."""
     im = load_image(path)
-    rgba = torch.from_numpy(np.asarray(im.convert("RGBA"))).float() / 255.0
+    rgba = torch.from_numpy(np.array(im.convert("RGBA"))).float() / 255.0
     return to_output(rgba[None, ..., :3]), to_output(1.0 - rgba[None, ..., 3])
 
 
