@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import IllustposeError
+from .weights import POSE_MODELS
 
 __all__ = ["main", "add_model_arguments", "build_pipeline"]
 
@@ -28,7 +29,11 @@ def add_model_arguments(p: argparse.ArgumentParser, models: Sequence[str] = MODE
         g.add_argument("--tagger", metavar="PATH", help="tagger weights")
         g.add_argument("--tags", metavar="PATH", help="tag names (rules JSON or one name per line) when the tagger file has none")
     if "pose" in models:
-        g.add_argument("--pose", metavar="PATH", help="pose weights (feat_match .ckpt or converted .safetensors)")
+        g.add_argument("--pose", metavar="PATH", help="pose weights (feat_match/feat_concat .ckpt or converted .safetensors)")
+        g.add_argument("--pose-model", choices=POSE_MODELS, default="feat_match",
+                       help="pose model whose +data weights are used when --pose is not given (default feat_match)")
+        g.add_argument("--rcnn-weights", metavar="PKL",
+                       help="Detectron2 model-zoo keypoint_rcnn_R_101_FPN_3x .pkl, for a feat_concat head without R-CNN tensors")
     g.add_argument("--weights-dir", metavar="DIR", action="append", default=[],
                    help="extra folder to search for weight files (repeatable)")
     g.add_argument("--offline", action="store_true", help="never touch the network (also: HF_HUB_OFFLINE=1)")
@@ -61,7 +66,8 @@ def build_pipeline(args, models: Sequence[str] = ("segment", "pose")):
     return Pipeline(
         CharacterSegmenter.from_pretrained(args.segmenter, **common) if "segment" in models else None,
         DanbooruTagger.from_pretrained(args.tagger, tags=args.tags, **common) if "tag" in models else None,
-        PoseEstimator.from_pretrained(args.pose, **common) if "pose" in models else None,
+        PoseEstimator.from_pretrained(args.pose, weights=f"{args.pose_model}+data", rcnn_weights=args.rcnn_weights,
+                                      **common) if "pose" in models else None,
     )
 
 

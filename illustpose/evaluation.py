@@ -48,10 +48,10 @@ from .datasets import ImageRecord, KeypointAnnotation, read_coco, records_to_coc
 from .errors import IllustposeError
 from .keypoints import coco_categories, to_coco_annotation
 from .metrics import coco_keypoint_ap, evaluate, format_table, summarize
+from .weights import POSE_MODELS
 
 __all__ = [
     "EvaluationError",
-    "POSE_MODELS",
     "PredictionFile",
     "predict",
     "read_predictions",
@@ -66,9 +66,6 @@ class EvaluationError(IllustposeError, ValueError):
     """Predictions do not fit the ground truth, or the ground truth cannot be scored."""
 
 
-#: Pose architectures ``--model`` accepts; only feat_match is ported (feat_concat needs Keypoint R-CNN).
-POSE_MODELS: tuple[str, ...] = ("feat_match", "feat_concat")
-_PORTED_MODELS = ("feat_match",)
 _AP_COLUMNS = ("AP", "AP50", "AP75", "AR")
 _LISTED = 5  # names shown when reporting many images
 
@@ -464,12 +461,6 @@ def _say(message: str) -> None:
 
 def _model_predictions(args, records: Sequence[ImageRecord], build_pipeline) -> list[dict]:
     """Run the segmenter + pose pipeline the flags select on the annotated images."""
-    if args.model not in _PORTED_MODELS:
-        raise EvaluationError(
-            f"--model {args.model}: the {args.model} pose model (reference passup.py) is not ported yet; "
-            f"use --model {' or '.join(_PORTED_MODELS)}, or score its predictions made with the reference "
-            "code by passing them as --predictions PRED.json"
-        )
     if not args.images:
         raise EvaluationError("--images DIR is required to run the models (or pass --predictions PRED.json)")
     if not Path(args.images).is_dir():
@@ -547,9 +538,8 @@ def register(subparsers, add_model_arguments, build_pipeline) -> None:
     p.add_argument("--predictions", metavar="PRED.json",
                    help="score this file instead of running the models: a COCO results list or a COCO keypoint "
                         "file (e.g. from --save-predictions)")
-    p.add_argument("--model", choices=POSE_MODELS, default="feat_match",
-                   help="pose architecture (default feat_match; feat_concat is not ported yet); pick its weights "
-                        "with --pose (default feat_match+data)")
+    p.add_argument("--model", dest="pose_model", choices=POSE_MODELS, default="feat_match",
+                   help="pose architecture (default feat_match); without --pose its +data weights are used")
     p.add_argument("--json", metavar="PATH", help="also write the summary as JSON here")
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
     p.add_argument("--save-predictions", metavar="PRED.json",

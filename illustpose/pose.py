@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import numpy as np
@@ -10,21 +11,25 @@ from PIL import Image
 
 from .checkpoints import Checkpoint
 from .detector import Detector
-from .errors import WrongModelError
+from .errors import CheckpointError
 from .geometry import bbox_xywh_to_rc, cropbox_points, invert_cropbox, pose_cropbox, rc_to_xy
 from .loading import expect_kind, hparam, load_strict
+from .models.feat_concat import IGNORED_CHECKPOINT_KEYS, RCNN_PREFIX, FeatConcatPoseNet
+from .models.keypoint_rcnn import check_pixel_statistics, load_model_zoo_pkl
 from .models.pose import FeatMatchPoseNet, decode_heatmaps
 from .preprocess import pose_input
 from .results import PoseResult
+from .weights import POSE_MODELS
 
 __all__ = ["PoseEstimator"]
 
 
 class PoseEstimator(Detector):
-    """The paper's pose estimator, feat_match variant (reference ``_scripts/pose_estimator.py``).
+    """The paper's pose estimator (reference ``_scripts/pose_estimator.py``), feat_match or feat_concat.
 
     Args:
-        net: a loaded :class:`~illustpose.models.pose.FeatMatchPoseNet`.
+        net: a loaded :class:`~illustpose.models.pose.FeatMatchPoseNet` or
+            :class:`~illustpose.models.feat_concat.FeatConcatPoseNet`.
         crop_size: crop side in pixels (``largs.danbooru_coco.size``, 256 released).
         padding: crop padding as a fraction of ``crop_size`` (``largs.danbooru_coco.padding``, 0.1).
         smoothing: heatmap smoothing factor of :func:`~illustpose.models.pose.decode_heatmaps`
@@ -35,34 +40,50 @@ class PoseEstimator(Detector):
 
     default_weights = "feat_match+data"
 
-    def __init__(self, net: FeatMatchPoseNet, *, crop_size: int = 256, padding: float = 0.1,
+    def __init__(self, net: FeatMatchPoseNet | FeatConcatPoseNet, *, crop_size: int = 256, padding: float = 0.1,
                  smoothing: float | None = 0.1, **kw):
-        kw.setdefault("kind", "feat_match")
+        kw.setdefault("kind", "feat_concat" if isinstance(net, FeatConcatPoseNet) else "feat_match")
         super().__init__(net, **kw)
         self.crop_size = int(crop_size)
         self.padding = float(padding)
         self.smoothing = smoothing
 
     @classmethod
-    def from_checkpoint(cls, ckpt: Checkpoint, **kwargs) -> "PoseEstimator":
+    def from_checkpoint(cls, ckpt: Checkpoint, *, rcnn_weights: str | os.PathLike | None = None,
+                        **kwargs) -> "PoseEstimator":
         """Build from a pose checkpoint; the trunk is taken from this file (never from the tagger).
 
+        Args:
+            ckpt: a feat_match or feat_concat checkpoint of any format.
+            rcnn_weights: for a feat_concat file without ``rcnn.*`` tensors (a head-only
+                repackaging), the Detectron2 model-zoo ``model_final_997cc7.pkl`` of
+                ``keypoint_rcnn_R_101_FPN_3x``; read with a restricted unpickler.
+
         Raises:
-            WrongModelError: not a pose checkpoint, or a feat_concat one (not supported yet).
+            WrongModelError: not a pose checkpoint.
+            CheckpointError: a feat_concat head without R-CNN weights, or wrong keys/shapes.
         """
         kwargs.pop("search_dirs", None)
-        kind = expect_kind(ckpt, ("feat_match", "feat_concat"))
-        if kind == "feat_concat":
-            raise WrongModelError(
-                f"{ckpt.path} is a feat_concat pose model (reference passup.py); it needs the "
-                "Detectron2 Keypoint R-CNN branch, which illustpose does not run yet. Use a "
-                "feat_match checkpoint (feat_match.ckpt or feat_match+data.ckpt) meanwhile."
-            )
+        kind = expect_kind(ckpt, POSE_MODELS)
         # the reference prefers largs.adds_keypoints and falls back to largs.danbooru_coco
         crop = "largs.adds_keypoints" if "adds_keypoints" in ckpt.hparams.get("largs", {}) else "largs.danbooru_coco"
         sizes = dict(heatmap_size=int(hparam(ckpt, kind, "margs.size")),
                      trunk_input_size=int(hparam(ckpt, kind, "largs.danbooru_sfw.size")))
-        net = load_strict(lambda: FeatMatchPoseNet(**sizes), ckpt.state_dict, ckpt.path, ignore_prefixes=("rcnn.",))
+        sd = ckpt.state_dict
+        if kind == "feat_match":
+            net = load_strict(lambda: FeatMatchPoseNet(**sizes), sd, ckpt.path, ignore_prefixes=("rcnn.",))
+        else:
+            if rcnn_weights is not None:
+                sd = {k: v for k, v in sd.items() if not k.startswith(RCNN_PREFIX)}
+                sd.update(load_model_zoo_pkl(rcnn_weights, prefix=RCNN_PREFIX))
+            elif not any(k.startswith(RCNN_PREFIX) for k in sd):
+                raise CheckpointError(
+                    f"{ckpt.path}: a feat_concat pose head without the Keypoint R-CNN weights (no "
+                    f"'{RCNN_PREFIX}*' tensors); pass the Detectron2 model-zoo file of "
+                    "keypoint_rcnn_R_101_FPN_3x (model_final_997cc7.pkl) as rcnn_weights / --rcnn-weights."
+                )
+            check_pixel_statistics(sd, ckpt.path, prefix=RCNN_PREFIX)
+            net = load_strict(lambda: FeatConcatPoseNet(**sizes), sd, ckpt.path, ignore_prefixes=IGNORED_CHECKPOINT_KEYS)
         return cls(net, crop_size=hparam(ckpt, kind, f"{crop}.size"), padding=hparam(ckpt, kind, f"{crop}.padding"),
                    source=ckpt.path, kind=kind, **kwargs)
 

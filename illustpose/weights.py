@@ -39,6 +39,7 @@ from .errors import IllustposeError, WeightsNotFoundError
 
 __all__ = [
     "MODEL_KINDS",
+    "POSE_MODELS",
     "PACK_WEIGHTS_DIR",
     "WeightFile",
     "known_files",
@@ -57,6 +58,9 @@ MODEL_KINDS = (
     "feat_concat",
     "feat_concat+data",
 )
+#: Pose architectures: feat_match (reference ``fermat.py``) and feat_concat (``passup.py``, which
+#: adds a frozen Detectron2 Keypoint R-CNN); each has plain and ``+data`` weights.
+POSE_MODELS = ("feat_match", "feat_concat")
 _FORMATS = ("lightning", "hf_pth", "tags_txt", "rules_json")
 _SOURCES = ("hf", "drive_zip")
 

@@ -33,9 +33,19 @@ folder_paths.add_model_folder_path(FOLDER, os.path.join(folder_paths.models_dir,
 _cache: OrderedDict = OrderedDict()
 
 
-def weight_choices() -> list[str]:
-    """The dropdown: "auto", then every weight file in the ``illustpose`` model folders."""
-    return [AUTO] + [f for f in folder_paths.get_filename_list(FOLDER) if f.lower().endswith(WEIGHT_SUFFIXES)]
+AUTO_FEAT_CONCAT = "auto: feat_concat+data"  # the pose loader's second automatic choice
+
+
+def weight_choices(autos: tuple[str, ...] = (AUTO,)) -> list[str]:
+    """The dropdown: the automatic choices, then every weight file in the ``illustpose`` model folders."""
+    return list(autos) + [f for f in folder_paths.get_filename_list(FOLDER) if f.lower().endswith(WEIGHT_SUFFIXES)]
+
+
+def resolve_precision(precision: str) -> str:
+    """"auto" -> fp16 when ComfyUI computes on a CUDA GPU, else fp32 (exact)."""
+    if precision != AUTO:
+        return precision
+    return "fp16" if mm.get_torch_device().type == "cuda" else "fp32"
 
 
 def load_detector(detector_cls, weights: str, precision: str):
@@ -48,8 +58,11 @@ def load_detector(detector_cls, weights: str, precision: str):
         CheckpointError: the file is damaged or holds another model.
     """
     dirs = folder_paths.get_folder_paths(FOLDER)
+    precision = resolve_precision(precision)
     if weights == AUTO:
         path = str(resolve(detector_cls.default_weights, search_dirs=dirs))
+    elif weights.startswith(AUTO + ": "):
+        path = str(resolve(weights[len(AUTO) + 2:], search_dirs=dirs))
     else:
         path = folder_paths.get_full_path(FOLDER, weights)
         if path is None:
@@ -67,14 +80,14 @@ def load_detector(detector_cls, weights: str, precision: str):
     return _cache[key]
 
 
-def _inputs(model: str) -> list:
+def _inputs(model: str, autos: tuple[str, ...] = (AUTO,)) -> list:
     return [
-        io.Combo.Input("weights", options=weight_choices(), default=AUTO, tooltip=(
+        io.Combo.Input("weights", options=weight_choices(autos), default=AUTO, tooltip=(
             f"The {model} weight file, from ComfyUI/models/illustpose. '{AUTO}' uses the default file there "
             "(or in the pack's weights folder), downloading it into models/illustpose when missing.")),
-        io.Combo.Input("precision", options=list(PRECISIONS), default="fp32", tooltip=(
-            "fp32 computes exactly as the reference; bf16 and fp16 run under autocast, faster on recent "
-            "GPUs but with slightly different results.")),
+        io.Combo.Input("precision", options=[AUTO, *PRECISIONS], default=AUTO, tooltip=(
+            "fp32 computes exactly as the reference; bf16 and fp16 run under autocast, faster but with "
+            f"slightly different results. '{AUTO}': fp16 on a CUDA GPU, fp32 otherwise.")),
     ]
 
 
@@ -123,9 +136,10 @@ class LoadPoseEstimator(io.ComfyNode):
             node_id="LoadPoseEstimator|illustpose",
             display_name="Load Pose Estimator (illustpose)",
             category="illustpose/models",
-            description="Loads the illustrated-character pose estimator (feat_match) of bizarre-pose-estimator; "
-                        f"'{AUTO}' picks feat_match+data.",
-            inputs=_inputs("pose estimator"),
+            description="Loads the illustrated-character pose estimator of bizarre-pose-estimator: feat_match "
+                        f"('{AUTO}', feat_match+data) or the slower feat_concat with its Keypoint R-CNN "
+                        f"('{AUTO_FEAT_CONCAT}').",
+            inputs=_inputs("pose estimator", (AUTO, AUTO_FEAT_CONCAT)),
             outputs=[POSE_MODEL.Output(display_name="pose_model",
                                        tooltip="The loaded pose estimator, for Illustrated Pose.")],
         )

@@ -143,10 +143,10 @@ def test_tag_count_mismatch(hf_tree, tmp_path):
         DanbooruTagger.from_pretrained(hf_tree / "tagger.pth", tags=names)
 
 
-def test_feat_concat_recognised_and_refused(golden_state_dicts, tmp_path):
-    sd = {k: v for k, v in golden_state_dicts["feat_match"].items() if "matcher_rcnn" not in k}
+def test_feat_concat_head_without_rcnn_asks_for_it(golden_state_dicts, tmp_path):
+    sd = {k: v for k, v in golden_state_dicts["feat_match"].items() if "matcher_rcnn" not in k and not k.startswith("rcnn.")}
     sd["keypoint_head.converter_rcnn.weight"] = sd.pop("keypoint_head.converter_rcnn.0.weight")[:, :17]
-    with pytest.raises(WrongModelError, match="feat_concat.*Detectron2"):
+    with pytest.raises(CheckpointError, match="feat_concat pose head without the Keypoint R-CNN.*rcnn_weights"):
         PoseEstimator.from_pretrained(_torch_zip_with({"state_dict": sd, "hyper_parameters": {}}, tmp_path / "feat_concat.ckpt"))
 
 

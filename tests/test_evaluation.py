@@ -228,12 +228,16 @@ def test_save_predictions_round_trip_and_renumbered_ids(dataset, monkeypatch, tm
     assert read_json(again) == read_json(first)
 
 
-def test_feat_concat_is_refused_clearly(dataset, monkeypatch, capsys):
-    asked = use_stub(monkeypatch, StubPipeline({}))
+def test_model_flag_selects_the_pose_model(dataset, monkeypatch):
+    seen = []
+
+    def build(args, models=("segment", "pose")):
+        seen.append(args.pose_model)
+        raise cli.IllustposeError("stop here")
+
+    monkeypatch.setattr(cli, "build_pipeline", build)
     assert run_eval("--images", dataset.images, "--annotations", dataset.gt, "--model", "feat_concat") == 2
-    err = capsys.readouterr().err
-    assert "feat_concat" in err and "not ported" in err and "--model feat_match" in err
-    assert asked == []
+    assert seen == ["feat_concat"]
 
 
 @pytest.mark.parametrize("argv, expected", [

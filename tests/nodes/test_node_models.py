@@ -43,7 +43,9 @@ def test_each_precision_is_its_own_detector(pack):
     (half,), _ = pack.run("LoadDanbooruTagger|illustpose", weights="auto", precision="bf16")
     assert half is not pack.load("tagger") and (half.precision, pack.load("tagger").precision) == ("bf16", "fp32")
     assert [i.options for i in pack.node("LoadDanbooruTagger|illustpose").define_schema().inputs][1] == [
-        "fp32", "bf16", "fp16"]
+        "auto", "fp32", "bf16", "fp16"]
+    (auto,), _ = pack.run("LoadDanbooruTagger|illustpose", weights="auto", precision="auto")
+    assert auto.precision == "fp32"  # the fake ComfyUI computes on the CPU; fp16 only on CUDA
 
 
 def test_a_replaced_file_is_loaded_again(pack, comfy_base, tmp_path):
