@@ -112,7 +112,8 @@ def cmd_annotate(args) -> int:
             tqdm.write(f"failed batch starting at {batch[0][0]}: {e}", file=sys.stderr)
             annotations = []
         for (f, stem), image, ann in zip(batch, images, annotations):
-            write_annotation(stem, image, ann, tag_threshold=args.tag_threshold, underscores=args.keep_underscores)
+            write_annotation(stem, image, ann, tag_threshold=args.tag_threshold, underscores=args.keep_underscores,
+                             exclude_tags=args.exclude_tags, max_tags=args.max_tags)
         bar.update(len(jobs[start:start + args.batch_size]))
     bar.close()
     done = len(jobs) - failed
@@ -157,6 +158,8 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--skip", action="append", choices=MODELS, default=[], help="do not run this model (repeatable)")
     a.add_argument("--tag-threshold", type=float, default=0.5, help="score for a tag to enter NAME.tags.txt (default 0.5)")
     a.add_argument("--keep-underscores", action="store_true", help="keep underscores in NAME.tags.txt")
+    a.add_argument("--exclude-tags", default="", metavar="T1,T2", help="comma-separated tags left out of NAME.tags.txt")
+    a.add_argument("--max-tags", type=int, default=0, help="at most this many tags in NAME.tags.txt (0 = all)")
     a.add_argument("--no-recursive", action="store_true", help="do not descend into sub-folders")
     a.add_argument("--quiet", action="store_true")
     add_model_arguments(a)

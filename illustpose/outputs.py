@@ -22,16 +22,35 @@ from .pipeline import Annotation
 from .render import draw_skeleton
 from .results import TagResult
 
-__all__ = ["caption", "write_annotation"]
+__all__ = ["caption", "select_tags", "write_annotation"]
 
 
-def caption(tags: TagResult, threshold: float = 0.5, *, underscores: bool = False) -> str:
-    """Tags with score >= ``threshold``, highest first, joined by ``", "``.
+def _normalize(tag: str) -> str:
+    return tag.strip().lower().replace("_", " ")
 
-    Underscores become spaces unless ``underscores`` (the reference's LoRA captioner default).
+
+def select_tags(result: TagResult, threshold: float = 0.5, exclude: str = "", replace_underscores: bool = True,
+                sort_by_score: bool = True, max_tags: int = 0) -> list[tuple[str, float]]:
+    """The tags kept for one image, as ``(name, score)`` in caption order.
+
+    Kept: score >= ``threshold`` (the reference's rule) and not in ``exclude`` (comma-separated,
+    matched case-insensitively with underscores and spaces alike); highest score first, or the
+    tagger's rule order; at most ``max_tags`` (0 = all); underscores become spaces if asked
+    (the reference's LoRA captioner default).
     """
-    names = [n if underscores else n.replace("_", " ") for n, _ in tags.above(threshold)]
-    return ", ".join(names)
+    excluded = {_normalize(t) for t in exclude.split(",") if t.strip()}
+    kept = [(n, s) for n, s in result.scores.items() if s >= threshold and _normalize(n) not in excluded]
+    if sort_by_score:
+        kept.sort(key=lambda ns: -ns[1])
+    if max_tags > 0:
+        kept = kept[:max_tags]
+    return [(n.replace("_", " ") if replace_underscores else n, s) for n, s in kept]
+
+
+def caption(tags: TagResult, threshold: float = 0.5, *, underscores: bool = False, exclude: str = "",
+            max_tags: int = 0) -> str:
+    """The kept tags (:func:`select_tags`, highest score first) joined by ``", "``."""
+    return ", ".join(n for n, _ in select_tags(tags, threshold, exclude, not underscores, True, max_tags))
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -43,7 +62,7 @@ def _write_png(path: Path, img: Image.Image) -> None:
 
 
 def write_annotation(out_stem: Path, image: Image.Image, ann: Annotation, *, tag_threshold: float = 0.5,
-                     underscores: bool = False) -> list[Path]:
+                     underscores: bool = False, exclude_tags: str = "", max_tags: int = 0) -> list[Path]:
     """Write the files of one annotated image next to ``out_stem`` (``DIR/NAME``); returns their paths."""
     out_stem.parent.mkdir(parents=True, exist_ok=True)
     written = []
@@ -60,7 +79,8 @@ def write_annotation(out_stem: Path, image: Image.Image, ann: Annotation, *, tag
         rgba[..., 3] = (rgba[..., 3].astype(np.uint16) * mask // 255).astype(np.uint8)
         _write_png(path(".cutout.png"), Image.fromarray(rgba, "RGBA"))
     if ann.tags is not None:
-        _write_text(path(".tags.txt"), caption(ann.tags, tag_threshold, underscores=underscores) + "\n")
+        _write_text(path(".tags.txt"), caption(ann.tags, tag_threshold, underscores=underscores,
+                                                    exclude=exclude_tags, max_tags=max_tags) + "\n")
         _write_text(path(".tags.json"), json.dumps({"tags": ann.tags.scores}, indent=1) + "\n")
     if ann.pose is not None:
         p = ann.pose

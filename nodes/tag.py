@@ -4,31 +4,10 @@ from __future__ import annotations
 
 import json
 
-from illustpose.results import TagResult
+from illustpose.outputs import select_tags
 
 from ._api import TAGGER, io
 from ._common import map_with_progress, on_device, reports_errors, to_pil_images
-
-
-def _normalize(tag: str) -> str:
-    return tag.strip().lower().replace("_", " ")
-
-
-def select_tags(result: TagResult, threshold: float, exclude: str, replace_underscores: bool,
-                sort_by_score: bool, max_tags: int) -> list[tuple[str, float]]:
-    """The tags kept for one image, as ``(name, score)`` in caption order.
-
-    Kept: score >= ``threshold`` (the reference's rule) and not in ``exclude`` (comma-separated,
-    matched case-insensitively with underscores and spaces alike); highest score first, or the
-    tagger's rule order; at most ``max_tags`` (0 = all); underscores become spaces if asked.
-    """
-    excluded = {_normalize(t) for t in exclude.split(",") if t.strip()}
-    kept = [(n, s) for n, s in result.scores.items() if s >= threshold and _normalize(n) not in excluded]
-    if sort_by_score:
-        kept.sort(key=lambda ns: -ns[1])
-    if max_tags > 0:
-        kept = kept[:max_tags]
-    return [(n.replace("_", " ") if replace_underscores else n, s) for n, s in kept]
 
 
 class DanbooruTag(io.ComfyNode):
