@@ -134,7 +134,7 @@ def test_preview_draws_the_skeleton_and_optionally_the_extra_points(pack_v3):
     image = images(1, seed=8)
     (*_, plain), _ = pose(pack_v3, image, bbox=[[0, 0, W, H]])
     (*_, extra), _ = pose(pack_v3, image, bbox=[[0, 0, W, H]], draw_extra=True)
-    rgb = torch.from_numpy(np.asarray(from_array(image[0].numpy()))).float() / 255
+    rgb = torch.from_numpy(np.array(from_array(image[0].numpy()))).float() / 255
     assert not torch.equal(plain[0], rgb) and not torch.equal(plain, extra)
 
 
