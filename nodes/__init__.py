@@ -7,10 +7,11 @@ root ``__init__.py`` exports exactly one of the two.
 
 from __future__ import annotations
 
-from . import files, folder, models, pose, render, segment, tag
+from . import files, folder, index, models, pose, render, segment, tag
 from ._api import V3, ComfyExtension
 
-NODE_LIST = [*models.NODES, *segment.NODES, *tag.NODES, *pose.NODES, *render.NODES, *files.NODES, *folder.NODES]
+NODE_LIST = [*models.NODES, *segment.NODES, *tag.NODES, *pose.NODES, *render.NODES, *files.NODES, *folder.NODES,
+             *index.NODES]
 
 if V3:
     class IllustposeExtension(ComfyExtension):

@@ -39,7 +39,7 @@ class FakePipeline:
         return self.pose_for(image)
 
 
-def fake_model_arguments(p: argparse.ArgumentParser) -> None:
+def fake_model_arguments(p: argparse.ArgumentParser, models=("segment", "tag", "pose")) -> None:
     p.add_argument("--segmenter")
     p.add_argument("--pose")
     p.add_argument("--device")

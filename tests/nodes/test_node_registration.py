@@ -16,6 +16,7 @@ EXPECTED_IDS = {
     "CharacterSegment|illustpose", "DanbooruTag|illustpose", "IllustratedPose|illustpose",
     "RenderOpenPose|illustpose", "SavePoseKeypoints|illustpose", "LoadPoseKeypoints|illustpose",
     "SaveCaptions|illustpose", "LoadImageFolder|illustpose",
+    "PoseIndexAdd|illustpose", "PoseIndexQuery|illustpose", "PoseIndexInfo|illustpose",
 }
 WIDGETS = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 
@@ -77,7 +78,9 @@ def test_v1_contract_is_derived_from_the_schema(packs):
         assert (obj.CATEGORY, obj.DESCRIPTION, obj.OUTPUT_NODE, obj.INPUT_IS_LIST) == (
             s.category, s.description, s.is_output_node, s.is_input_list)
         assert callable(getattr(obj, obj.FUNCTION))
-        assert hasattr(cls, "IS_CHANGED") == (node_id in {"LoadImageFolder|illustpose", "LoadPoseKeypoints|illustpose"})
+        assert hasattr(cls, "IS_CHANGED") == (node_id in {
+            "LoadImageFolder|illustpose", "LoadPoseKeypoints|illustpose", "PoseIndexQuery|illustpose",
+            "PoseIndexInfo|illustpose"})
 
 
 def test_v1_combo_is_a_list_and_widgets_keep_their_options(packs):

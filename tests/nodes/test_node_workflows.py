@@ -74,9 +74,9 @@ def node_types(packs):
     return {**CORE_NODES, **pack_node_types(packs["v1"])}
 
 
-def test_there_are_three_examples_each_with_a_thumbnail():
+def test_there_are_four_examples_each_with_a_thumbnail():
     assert [w.stem for w in WORKFLOWS] == ["illustpose_batch_annotate", "illustpose_controlnet_openpose",
-                                           "illustpose_segment_tag_pose"]
+                                           "illustpose_pose_reference_search", "illustpose_segment_tag_pose"]
     for w in WORKFLOWS:
         with Image.open(w.with_suffix(".jpg")) as thumb:
             assert thumb.format == "JPEG" and thumb.width >= 256
