@@ -78,6 +78,6 @@ class CharacterSegmenter(Detector):
         # reference: TF.to_pil_image(prob) (= trunc(255 * p) as uint8), then PIL's default
         # resize filter (bicubic) back to the input size, then abbox on the 8-bit mask.
         u8 = prob.mul(255).byte().numpy()
-        mask = np.asarray(Image.fromarray(u8, "L").resize((image.width, image.height), Image.BICUBIC))
+        mask = np.array(Image.fromarray(u8, "L").resize((image.width, image.height), Image.BICUBIC))
         bbox = bbox_rc_to_xywh(bbox_from_mask(mask, self.bbox_threshold))
         return SegmentationResult(mask=mask, probability=prob.numpy(), bbox_xywh=tuple(bbox))
