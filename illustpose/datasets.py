@@ -39,6 +39,7 @@ from .errors import IllustposeError
 from .keypoints import COCO_KEYPOINTS, coco_categories
 
 __all__ = [
+    "load_json",
     "DatasetError",
     "KeypointAnnotation",
     "ImageRecord",
@@ -285,17 +286,19 @@ def _records_from_coco(data, where: str, bbox_reader=None) -> list[ImageRecord]:
     return [ImageRecord(i, f, w, h, tuple(per_image[i])) for i, f, w, h in images.values()]
 
 
-def _load_json(path: Path):
-    """The parsed JSON of ``path``; DatasetError naming the file otherwise."""
+def load_json(path: Path, error: type[Exception] | None = None, what: str = "file"):
+    """The parsed JSON of ``path``; otherwise ``error`` (default :class:`DatasetError`) naming the
+    file, ``what`` it was meant to be, and the parse position."""
+    error = error or DatasetError
     try:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
     except FileNotFoundError:
-        raise DatasetError(f"{path}: no such file; check the path") from None
+        raise error(f"{path}: no such {what}; check the path") from None
     except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+        raise error(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: cannot be read ({exc})") from None
+        raise error(f"{path}: cannot be read ({exc})") from None
 
 
 def read_coco(path: str | os.PathLike) -> list[ImageRecord]:
@@ -321,7 +324,7 @@ def read_coco(path: str | os.PathLike) -> list[ImageRecord]:
             negative box size, a duplicate image id or an annotation of an unknown image.
     """
     path = Path(path)
-    return _records_from_coco(_load_json(path), str(path))
+    return _records_from_coco(load_json(path), str(path))
 
 
 # --------------------------------------------------------------------------- authors' dataset
@@ -422,7 +425,7 @@ def read_bizarre_pose(root: str | os.PathLike, split: str | None = None) -> list
     """
     root = Path(root)
     path = _annotations_file(root)
-    data = _load_json(path)
+    data = load_json(path)
     where = str(path)
     if isinstance(data, Mapping) and "annotations" in data and "images" in data:
         records = _records_from_coco(data, where, bbox_reader=_bbox_from_xyxy)

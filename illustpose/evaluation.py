@@ -44,7 +44,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .datasets import ImageRecord, KeypointAnnotation, read_coco, records_to_coco, write_coco
+from .datasets import ImageRecord, KeypointAnnotation, load_json, read_coco, records_to_coco, write_coco
 from .errors import IllustposeError
 from .keypoints import coco_categories, to_coco_annotation
 from .metrics import coco_keypoint_ap, evaluate, format_table, summarize
@@ -337,18 +337,6 @@ def predict(pipeline, records: Sequence[ImageRecord], images_dir: str | os.PathL
 # --------------------------------------------------------------------------- files
 
 
-def _read_json(path: Path):
-    """Parsed JSON of ``path``; EvaluationError naming the file otherwise."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise EvaluationError(f"{path}: no such predictions file; check the path") from None
-    except json.JSONDecodeError as exc:
-        raise EvaluationError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise EvaluationError(f"{path}: cannot be read ({exc})") from None
-
-
 def _results_list(path: Path, data: list, records: Sequence[ImageRecord]) -> PredictionFile:
     """A COCO results list, matched to ``records`` by ``image_id``."""
     known = {r.id for r in records}
@@ -400,7 +388,7 @@ def read_predictions(path: str | os.PathLike, records: Sequence[ImageRecord]) ->
         DatasetError: a malformed COCO keypoint file (naming the field).
     """
     path = Path(path)
-    data = _read_json(path)
+    data = load_json(path, EvaluationError, "predictions file")
     if isinstance(data, list):
         return _results_list(path, data, records)
     if isinstance(data, Mapping) and "annotations" in data:

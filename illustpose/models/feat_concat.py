@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .keypoint_rcnn import NUM_KEYPOINTS, UNUSED_DETECTRON2_KEYS, KeypointRCNNBranch
-from .pose import NUM_HEATMAPS, ResBlock, ResnetFeatureConverter, ResnetTrunk, Resize
+from .pose import ResnetFeatureConverter, ResnetTrunk, Resize, heatmap_head
 
 __all__ = ["FeatConcatPoseNet", "IGNORED_CHECKPOINT_KEYS", "RCNN_PREFIX"]
 
@@ -55,14 +55,7 @@ class FeatConcatPoseNet(nn.Module):
         self.keypoint_head = nn.ModuleDict({
             "converter_resnet": ResnetFeatureConverter(heatmap_size),
             "converter_rcnn": nn.Conv2d(NUM_KEYPOINTS, 32, kernel_size=1),
-            "head": nn.Sequential(
-                nn.Conv2d(128 + 32 + 3, 128, kernel_size=3, padding=1, padding_mode="replicate"),
-                nn.LeakyReLU(),
-                nn.BatchNorm2d(128),
-                ResBlock(3, 64, 3, channels_in=128),
-                ResBlock(3, 32, 3, channels_in=64),
-                nn.Conv2d(32, NUM_HEATMAPS, kernel_size=3, padding=1, padding_mode="replicate"),
-            ),
+            "head": heatmap_head(),
         })
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

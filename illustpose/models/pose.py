@@ -21,7 +21,7 @@ from torchvision.models import resnet50
 
 from ._common import ImageNetNormalize, resize_short_side
 
-__all__ = ["FeatMatchPoseNet", "ResnetTrunk", "ResBlock", "decode_heatmaps", "NUM_HEATMAPS"]
+__all__ = ["FeatMatchPoseNet", "ResnetTrunk", "ResBlock", "heatmap_head", "decode_heatmaps", "NUM_HEATMAPS"]
 
 NUM_HEATMAPS = 17 + 8  # COCO-17 + the model's 8 extra channels
 
@@ -111,6 +111,20 @@ class ResBlock(nn.Module):
         return self.net_tail(head + self.net[1:](head))
 
 
+def heatmap_head() -> nn.Sequential:
+    """The pose head shared by feat_match and feat_concat (reference ``fermat.py`` / ``passup.py``):
+    [crop (3) + ResNet features (128) + R-CNN features (32)] -> conv 3x3 128, LeakyReLU, BN,
+    ResBlock(64), ResBlock(32), conv 3x3 -> 25 heatmap logits; replicate padding."""
+    return nn.Sequential(
+        nn.Conv2d(128 + 32 + 3, 128, kernel_size=3, padding=1, padding_mode="replicate"),
+        nn.LeakyReLU(),
+        nn.BatchNorm2d(128),
+        ResBlock(3, 64, 3, channels_in=128),
+        ResBlock(3, 32, 3, channels_in=64),
+        nn.Conv2d(32, NUM_HEATMAPS, kernel_size=3, padding=1, padding_mode="replicate"),
+    )
+
+
 class FeatMatchPoseNet(nn.Module):
     """feat_match pose network (inference path).
 
@@ -138,14 +152,7 @@ class FeatMatchPoseNet(nn.Module):
                 nn.BatchNorm2d(512),
             ),
             "converter_rcnn": nn.Sequential(nn.Conv2d(512, 32, kernel_size=1), Resize(heatmap_size)),
-            "head": nn.Sequential(
-                nn.Conv2d(128 + 32 + 3, 128, kernel_size=3, padding=1, padding_mode="replicate"),
-                nn.LeakyReLU(),
-                nn.BatchNorm2d(128),
-                ResBlock(3, 64, 3, channels_in=128),
-                ResBlock(3, 32, 3, channels_in=64),
-                nn.Conv2d(32, NUM_HEATMAPS, kernel_size=3, padding=1, padding_mode="replicate"),
-            ),
+            "head": heatmap_head(),
         })
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
