@@ -439,9 +439,7 @@ def test_feat_concat_lightning_checkpoint_end_to_end(tmp_path, model_sd):
 
 
 def test_pose_estimator_runs_feat_concat_end_to_end(tmp_path):
-    """A 909-key feat_concat Lightning checkpoint through PoseEstimator and the CLI flags' path."""
-    from PIL import Image
-
+    """A 909-key feat_concat Lightning checkpoint through PoseEstimator on a real sample."""
     from checkpoint_factory import write_lightning_ckpt
     from illustpose.pose import PoseEstimator
 
@@ -452,5 +450,12 @@ def test_pose_estimator_runs_feat_concat_end_to_end(tmp_path):
     path = write_lightning_ckpt(tmp_path / "feat_concat+data.ckpt", "feat_match", sd, trainable_prefix="keypoint_head.")
     est = PoseEstimator.from_pretrained(path)
     assert est.kind == "feat_concat" and isinstance(est.net, FeatConcatPoseNet)
-    result = est(Image.new("RGB", (96, 64), (200, 40, 40)), (10, 5, 60, 50))
+    from shared_data import SAMPLES, load_golden
+
+    if not (SAMPLES / "megumin.png").is_file():
+        pytest.skip("../shared/samples is not present")
+    from illustpose.images import load_image
+
+    bbox = load_golden("megumin")["bbox_xywh"].tolist()  # the reference segmenter's box
+    result = est(load_image(SAMPLES / "megumin.png"), bbox)
     assert result.keypoints.shape == (25, 2) and np.isfinite(result.keypoints).all()
