@@ -7,7 +7,6 @@ Each command translates arguments into one library call and turns library errors
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Sequence

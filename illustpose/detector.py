@@ -74,9 +74,11 @@ class Detector:
         device = self.device
         if device.type == "cuda":
             batch = batch.pin_memory().to(device, non_blocking=True)
+        else:
+            batch = batch.to(device)
         if self.precision != "fp32":
-            batch = batch.to(device).contiguous(memory_format=torch.channels_last)
-        return batch.to(device)
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return batch
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         """Run the network on a CPU batch at the detector's precision; float32 output on the CPU."""

@@ -8,8 +8,9 @@ normalise first so every model sees 8-bit colour:
   reference, whose resizes act per channel);
 * ``P`` -> ``RGBA`` when the palette has transparency, else ``RGB`` (deliberate difference: the
   reference would resize palette indices with nearest-neighbour, or feed indices to the tagger);
-* 16-bit and 32-bit grey (``I;16``, ``I``, ``F``) -> 8 bits by ``round(v / 257)`` (or the
-  0..1 range for float) then ``RGB``; ``CMYK``, ``YCbCr``, ``LAB``, ``HSV`` -> ``RGB``;
+* 16-bit and 32-bit grey -> 8 bits then ``RGB``: integer modes (``I;16``, ``I``, as Pillow opens
+  16-bit PNGs) by ``round(v / 257)``, float (``F``) as 0..1 by ``round(255 * v)``, clipped;
+* ``CMYK``, ``YCbCr``, ``LAB``, ``HSV`` -> ``RGB``;
 * EXIF orientation is applied (deliberate difference: results then match what users see, and
   ComfyUI's LoadImage does the same).
 """
@@ -46,12 +47,8 @@ def normalize_mode(img: Image.Image) -> Image.Image:
         return img.convert("RGBA" if has_alpha else "RGB")
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         a = np.asarray(img).astype(np.float64)
-        if mode == "F":
-            a = a * 255.0 if a.size and a.max() <= 1.0 else a
-        elif mode == "I" and a.size and a.max() <= 255:
-            pass
-        else:
-            a = a / 257.0
+        # a fixed rule per mode (never guessed from the pixels): integers are 16-bit, floats 0..1
+        a = a * 255.0 if mode == "F" else a / 257.0
         grey = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
         return grey.convert("RGB")
     return img.convert("RGB")

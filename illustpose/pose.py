@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-import numpy as np
 import torch
 from PIL import Image
 
