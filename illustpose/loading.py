@@ -98,8 +98,8 @@ def hparam(ckpt: Checkpoint, kind: str, dotted: str):
 
 @contextlib.contextmanager
 def _skip_init():
-    """Make ``torch.nn.init`` fills no-ops while a module is built on the meta device (every
-    value is overwritten by the checkpoint; on meta they would only cost Python time)."""
+    """Make ``torch.nn.init`` fills no-ops while a module is built (every value is replaced by
+    the checkpoint's, so filling would only cost time)."""
     names = ("normal_", "uniform_", "constant_", "ones_", "zeros_", "kaiming_normal_", "kaiming_uniform_",
              "xavier_normal_", "xavier_uniform_", "trunc_normal_")
     saved = {n: getattr(nn.init, n) for n in names}
@@ -116,9 +116,10 @@ def load_strict(build: Callable[[], nn.Module], state_dict: Mapping[str, torch.T
                 ignore_prefixes: tuple[str, ...] = ()) -> nn.Module:
     """Build a module and fill it with exactly its keys and shapes from ``state_dict``.
 
-    ``build()`` runs on the ``meta`` device (no memory, no random init) and the checkpoint's
-    tensors are assigned in place, so loading costs only reading the file.  Keys starting with
-    ``ignore_prefixes`` (e.g. feat_match's unused ``rcnn.``) are dropped first.
+    ``build()`` runs without the random initialisation (its parameters are allocated, never
+    written, then dropped) and the checkpoint's tensors are put in their place (zero-copy when
+    they are memory-mapped), so loading costs little more than reading the file.  Keys
+    starting with ``ignore_prefixes`` (e.g. feat_match's unused ``rcnn.``) are dropped first.
 
     Returns:
         the module, on the CPU, its parameters the checkpoint's tensors.
@@ -126,7 +127,7 @@ def load_strict(build: Callable[[], nn.Module], state_dict: Mapping[str, torch.T
     Raises:
         CheckpointError: listing missing keys, unexpected keys and shape mismatches by name.
     """
-    with torch.device("meta"), _skip_init():
+    with _skip_init():
         module = build()
     sd = {k: v for k, v in state_dict.items() if not k.startswith(ignore_prefixes)}
     own = module.state_dict()
@@ -141,10 +142,23 @@ def load_strict(build: Callable[[], nn.Module], state_dict: Mapping[str, torch.T
                  f"unexpected {show(unexpected)}" if unexpected else "",
                  f"wrong shapes {show(shapes)}" if shapes else ""]
         raise CheckpointError(f"{source}: weights do not fit the model: " + "; ".join(p for p in parts if p))
-    dtypes = {k: t.dtype for k, t in own.items()}
-    module.load_state_dict({k: v.to(dtypes[k]) for k, v in sd.items()}, strict=True, assign=True)
-    assert not any(t.is_meta for t in (*module.parameters(), *module.buffers())), "unassigned meta tensor"
+    _assign(module, {k: v.to(own[k].dtype) for k, v in sd.items()})
     return module
+
+
+def _assign(module: nn.Module, sd: Mapping[str, torch.Tensor]) -> None:
+    """Put the checkpoint's tensors in place of the module's own (keys and shapes already
+    checked): what ``load_state_dict(assign=True)`` does for these plain modules (none has
+    load hooks), without its per-module dispatch, which costs more than the rest of a
+    safetensors load.  Parameters are frozen (``requires_grad=False``): inference only."""
+    for name, mod in module.named_modules():
+        prefix = f"{name}." if name else ""
+        for key, param in mod._parameters.items():
+            if param is not None:
+                mod._parameters[key] = nn.Parameter(sd[prefix + key], requires_grad=False)
+        for key, buf in mod._buffers.items():
+            if buf is not None and key not in mod._non_persistent_buffers_set:
+                mod._buffers[key] = sd[prefix + key]
 
 
 def read_tag_names(path: str | Path) -> list[str]:
