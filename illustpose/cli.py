@@ -40,6 +40,11 @@ def add_model_arguments(p: argparse.ArgumentParser, models: Sequence[str] = MODE
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
                    help="compute precision: auto = fp16 on CUDA, fp32 (exact) on CPU; bf16 is faster on CPUs with bf16 support")
     p.add_argument("--exact", action="store_true", help="fp32, equal to the reference implementation (same as --precision fp32)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the networks (first image of each size compiles for tens of seconds; "
+                        "then ~1.3x faster on a CPU; fp32 stays within float tolerance of the reference)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads for the networks (default: PyTorch's, one per physical core)")
 
 
 def _device(args) -> str:
@@ -57,17 +62,25 @@ def build_pipeline(args, models: Sequence[str] = ("segment", "pose")):
     from .segment import CharacterSegmenter
     from .tag import DanbooruTagger
 
+    import torch
+
     device = _device(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     precision = "fp32" if args.exact else args.precision
     if precision == "auto":
         precision = "fp16" if device.startswith("cuda") else "fp32"
     common = dict(search_dirs=args.weights_dir, offline=args.offline or None, device=device, precision=precision)
-    return Pipeline(
+    detectors = (
         CharacterSegmenter.from_pretrained(args.segmenter, **common) if "segment" in models else None,
         DanbooruTagger.from_pretrained(args.tagger, tags=args.tags, **common) if "tag" in models else None,
         PoseEstimator.from_pretrained(args.pose, weights=f"{args.pose_model}+data", rcnn_weights=args.rcnn_weights,
                                       **common) if "pose" in models else None,
     )
+    if args.compile:
+        for det in filter(None, detectors):
+            det.compile()
+    return Pipeline(*detectors)
 
 
 def _output_stems(inputs: Sequence[str], recursive: bool, out: Path):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
-from typing import Sequence
+import warnings
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -13,10 +15,28 @@ from .checkpoints import Checkpoint, read_checkpoint
 
 __all__ = ["Detector", "PRECISIONS"]
 
-#: Compute precisions.  ``fp32`` is the exact path (equal to the reference, golden-tested);
-#: ``bf16``/``fp16`` run the network under ``torch.autocast`` in channels-last layout: faster
-#: (bf16 on CPUs with native bf16, fp16 on CUDA GPUs) but not equal to the reference.
+#: Compute precisions.  ``fp32`` is the exact path (equal to the reference, golden-tested; TF32 is
+#: switched off on CUDA).  ``bf16``/``fp16`` store the convolution and linear weights in that
+#: dtype (half the weight memory) and run the network under ``torch.autocast`` in channels-last
+#: layout: faster (bf16 on CPUs with native bf16, fp16 on CUDA GPUs) but not equal to the
+#: reference (measured agreement: docs/precision.md).
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+#: Modules whose weights a half precision stores in half; normalisation layers keep float32
+#: statistics (autocast feeds them half inputs, as in standard mixed precision).
+_HALF_STORED = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
+
+
+@contextlib.contextmanager
+def _no_tf32():
+    """Exact float32 on CUDA: cuDNN convolutions and cuBLAS matmuls without TF32 (PyTorch lets
+    cuDNN use TF32 by default, which rounds inputs to 10 mantissa bits); restored afterwards."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 class Detector:
@@ -37,6 +57,7 @@ class Detector:
         self.source = source
         self.kind = kind
         self.precision = "fp32"
+        self._compiled: Callable | None = None
 
     @property
     def device(self) -> torch.device:
@@ -45,29 +66,64 @@ class Detector:
     def to(self, device: str | torch.device | None = None, *, precision: str | None = None) -> "Detector":
         """Move the network and/or set its compute precision; returns self.
 
+        Going from ``fp32`` to ``bf16``/``fp16`` casts the convolution and linear weights in
+        place (weight memory halves); the float32 values are not kept, so a detector already
+        in half precision cannot go back: load it again at the precision wanted.
+
         Args:
             device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... (unchanged when None).
             precision: one of :data:`PRECISIONS` (unchanged when None).
 
         Raises:
-            ValueError: an unknown precision.
+            ValueError: an unknown precision, or a change away from a half precision.
         """
-        if precision is not None:
+        if self._compiled is not None and (precision not in (None, self.precision) or
+                                           (device is not None and torch.device(device) != self.device)):
+            raise ValueError("this detector is compiled with its weights frozen in; set device and precision "
+                             "before compile(), or load it again")
+        if precision is not None and precision != self.precision:
             if precision not in PRECISIONS:
                 raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+            if self.precision != "fp32":
+                raise ValueError(
+                    f"{self.kind or 'detector'} weights are stored in {self.precision}, so {precision} cannot "
+                    f"restore them; load it again with precision={precision!r}"
+                )
+            for m in self.net.modules():
+                if isinstance(m, _HALF_STORED):
+                    m.to(PRECISIONS[precision])
+                else:  # own copies of the float32 rest: a view would keep a mapped checkpoint resident
+                    m._apply(torch.clone, recurse=False)
+            self.net.to(memory_format=torch.channels_last)
             self.precision = precision
-            fmt = torch.contiguous_format if precision == "fp32" else torch.channels_last
-            self.net.to(memory_format=fmt)
-        if device is not None:
+        if device is not None and torch.device(device) != self.device:
             self.net.to(device)
             if torch.device(device).type == "cuda":
                 torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
+        if self.precision == "fp16" and self.device.type == "cpu":
+            warnings.warn("fp16 on a CPU has no native kernels and runs about 6x slower than fp32; "
+                          "use bf16 (or fp32) on CPUs", stacklevel=2)
         return self
 
-    def _autocast(self):
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=PRECISIONS[self.precision])
+    def compile(self) -> "Detector":
+        """Run the network through ``torch.compile`` (inductor) with frozen weights; returns self.
+
+        Freezing folds each BatchNorm into its convolution and pre-packs the weights, so the
+        results equal the eager ones only to float rounding (within the golden tolerances in
+        fp32, tested), not bit for bit.  The first call per input shape compiles: tens of
+        seconds on a small CPU, so it pays for batch runs over many same-size images
+        (measured speed-ups in benchmarks/RESULTS.md).  Call it after :meth:`to`; compile
+        errors (e.g. no C++ compiler for the CPU backend) surface at that first call.
+        """
+        if self._compiled is None:
+            self._compiled = torch.compile(self.net, options={"freezing": True})
+        return self
+
+    def _numerics(self):
+        """The context a forward pass runs in: autocast for half precisions, no TF32 for fp32 on CUDA."""
+        if self.precision != "fp32":
+            return torch.autocast(self.device.type, dtype=PRECISIONS[self.precision])
+        return _no_tf32() if self.device.type == "cuda" else contextlib.nullcontext()
 
     def _input(self, batch: torch.Tensor) -> torch.Tensor:
         """A CPU batch moved to the network's device (pinned, asynchronous copy on CUDA) and layout."""
@@ -82,8 +138,9 @@ class Detector:
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         """Run the network on a CPU batch at the detector's precision; float32 output on the CPU."""
-        with torch.inference_mode(), self._autocast():
-            return self.net(self._input(batch)).float().cpu()
+        with torch.inference_mode(), self._numerics():
+            net = self.net if self._compiled is None else self._compiled
+            return net(self._input(batch)).float().cpu()
 
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint, **kwargs) -> "Detector":  # pragma: no cover - abstract
@@ -121,5 +178,11 @@ class Detector:
         from .weights import resolve
 
         file = resolve(weights or cls.default_weights, path, search_dirs=search_dirs, offline=offline)
-        det = cls.from_checkpoint(read_checkpoint(file), search_dirs=search_dirs, **kwargs)
+        gc_was_on = gc.isenabled()
+        gc.disable()  # building a network makes thousands of objects: no collector passes meanwhile
+        try:
+            det = cls.from_checkpoint(read_checkpoint(file), search_dirs=search_dirs, **kwargs)
+        finally:
+            if gc_was_on:
+                gc.enable()
         return det.to(device, precision=precision)

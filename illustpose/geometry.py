@@ -28,6 +28,7 @@ __all__ = [
     "square_cropbox",
     "compose_cropboxes",
     "pose_cropbox",
+    "heatmap_cell_xy",
     "invert_cropbox",
     "cropbox_points",
     "bbox_from_mask",
@@ -135,6 +136,15 @@ def pose_cropbox(bbox_rc_hw: Sequence[int], size: int = 256, padding: float = 0.
     for cb in reversed(steps[:-1]):
         out = compose_cropboxes(cb, out)
     return out
+
+
+def heatmap_cell_xy(cb: Cropbox, heatmap_size: int) -> np.ndarray:
+    """Size of one heatmap cell of a pose crop in original-image pixels, as float64 ``(x, y)``.
+
+    The crop's ``from_size`` (image pixels) maps onto the ``heatmap_size`` cells of the pose
+    head (128 released), so a keypoint moved by one cell moves by ``from_size / heatmap_size``.
+    """
+    return np.asarray(cb.from_size[::-1], dtype=np.float64) / heatmap_size
 
 
 def invert_cropbox(image_hw: Sequence[int], cb: Cropbox) -> Cropbox:

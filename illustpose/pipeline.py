@@ -18,6 +18,10 @@ __all__ = ["Annotation", "Pipeline", "share_trunk"]
 _TRUNK = ("conv1", "bn1", "layer1", "layer2", "layer3")
 
 
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.device == b.device and a.dtype == b.dtype and torch.equal(a, b)
+
+
 def share_trunk(tagger: DanbooruTagger, pose: PoseEstimator) -> bool:
     """Let the pose model use the tagger's ResNet-50 conv1..layer3 when they are identical.
 
@@ -34,7 +38,7 @@ def share_trunk(tagger: DanbooruTagger, pose: PoseEstimator) -> bool:
         return src is dst
     for name in _TRUNK:
         a, b = getattr(src, name).state_dict(), getattr(dst, name).state_dict()
-        if a.keys() != b.keys() or not all(a[k].device == b[k].device and torch.equal(a[k], b[k]) for k in a):
+        if a.keys() != b.keys() or not all(_same(a[k], b[k]) for k in a):
             return False
     for name in _TRUNK:
         setattr(dst, name, getattr(src, name))

@@ -65,6 +65,26 @@ def test_annotate_reports_bad_images_and_goes_on(converted, tmp_path, capsys):
     assert (tmp_path / "o" / "good.pose.json").is_file()
 
 
+def test_speed_flags_reach_the_detectors(converted, tmp_path, monkeypatch):
+    import torch
+
+    from illustpose.detector import Detector
+
+    compiled = []
+    monkeypatch.setattr(Detector, "compile", lambda self: compiled.append(self) or self)
+    threads = torch.get_num_threads()
+    good = tmp_path / "good.png"
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(good)
+    try:
+        rc = main(["annotate", str(good), "--out", str(tmp_path / "o"), "--weights-dir", str(converted), "--offline",
+                   "--skip", "tag", "--quiet", "--precision", "bf16", "--compile", "--threads", "1"])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert rc == 0 and (tmp_path / "o" / "good.pose.json").is_file()
+    assert [d.kind for d in compiled] == ["segmenter", "feat_match"] and {d.precision for d in compiled} == {"bf16"}
+
+
 def test_annotate_empty_folder_and_missing_weights(tmp_path, capsys, monkeypatch):
     (tmp_path / "empty").mkdir()
     assert main(["annotate", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2

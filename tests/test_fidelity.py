@@ -11,6 +11,7 @@ import pytest
 
 from checkpoint_factory import AUTHORS_PATHS
 from shared_data import SAMPLE_STEMS, SAMPLES, load_golden
+from illustpose.geometry import heatmap_cell_xy
 from illustpose.images import load_image
 from illustpose.pipeline import Pipeline
 from illustpose.pose import PoseEstimator
@@ -36,14 +37,13 @@ def outputs(pipeline):
 
 def assert_keypoints_match(pose, g):
     """Keypoints exact; a move to an adjacent cell only where the golden flags a near-tie."""
-    stride = 256 / g["pose_logits"].shape[-1]
-    scale = np.asarray(g["cropbox"][1]) / np.asarray(g["cropbox"][2])  # image px per crop px (row, col)
+    cell_rc = heatmap_cell_xy(pose.cropbox, g["pose_logits"].shape[-1])[::-1]
     got_rc = pose.keypoints[:, ::-1]
     for j in range(25):
         if np.array_equal(got_rc[j], g["pose_keypoints_rc"][j]):
             continue
         assert g["pose_gap1"][j] < 1e-5, f"joint {j} moved without a near-tie: {got_rc[j]} vs {g['pose_keypoints_rc'][j]}"
-        assert np.all(np.abs(got_rc[j] - g["pose_keypoints_rc"][j]) <= stride * scale + 1e-9), f"joint {j} moved too far"
+        assert np.all(np.abs(got_rc[j] - g["pose_keypoints_rc"][j]) <= cell_rc + 1e-9), f"joint {j} moved too far"
 
 
 @pytest.mark.parametrize("stem", SAMPLE_STEMS)

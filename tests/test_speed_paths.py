@@ -47,7 +47,23 @@ def test_precision_option_validated_and_bf16_close():
     fast = pose.heatmaps(x)
     assert fast.dtype == torch.float32 and fast.shape == ref.shape
     assert torch.allclose(fast, ref, atol=0.5)
-    pose.to(precision="fp32")
-    assert torch.equal(pose.heatmaps(x), ref)
     with pytest.raises(ValueError, match="precision must be one of"):
         pose.to(precision="int8")
+
+
+def test_half_precision_stores_half_weights_and_cannot_go_back():
+    tagger, pose = _pair(same=False)
+    conv, bn = pose.net.resnet.conv1, pose.net.resnet.bn1
+    with pytest.warns(UserWarning, match="fp16 on a CPU"):
+        pose.to(precision="fp16")
+    assert conv.weight.dtype == torch.float16 and bn.running_var.dtype == torch.float32
+    with pytest.raises(ValueError, match="load it again with precision='fp32'"):
+        pose.to(precision="fp32")
+
+
+def test_trunks_in_different_precisions_are_not_shared():
+    tagger, pose = _pair(same=True)
+    tagger.to(precision="bf16")
+    assert not share_trunk(tagger, pose)
+    pose.to(precision="bf16")
+    assert share_trunk(tagger, pose)
