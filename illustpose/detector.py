@@ -75,7 +75,8 @@ class Detector:
             precision: one of :data:`PRECISIONS` (unchanged when None).
 
         Raises:
-            ValueError: an unknown precision, or a change away from a half precision.
+            ValueError: an unknown precision, a change away from a half precision, or any
+                change after :meth:`compile`.
         """
         if self._compiled is not None and (precision not in (None, self.precision) or
                                            (device is not None and torch.device(device) != self.device)):
@@ -100,7 +101,7 @@ class Detector:
             self.net.to(device)
             if torch.device(device).type == "cuda":
                 torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
-        if self.precision == "fp16" and self.device.type == "cpu":
+        if precision == "fp16" and self.device.type == "cpu":
             warnings.warn("fp16 on a CPU has no native kernels and runs about 6x slower than fp32; "
                           "use bf16 (or fp32) on CPUs", stacklevel=2)
         return self

@@ -86,8 +86,9 @@ def _inputs(model: str, autos: tuple[str, ...] = (AUTO,)) -> list:
             f"The {model} weight file, from ComfyUI/models/illustpose. '{AUTO}' uses the default file there "
             "(or in the pack's weights folder), downloading it into models/illustpose when missing.")),
         io.Combo.Input("precision", options=[AUTO, *PRECISIONS], default=AUTO, tooltip=(
-            "fp32 computes exactly as the reference; bf16 and fp16 run under autocast, faster but with "
-            f"slightly different results. '{AUTO}': fp16 on a CUDA GPU, fp32 otherwise.")),
+            "fp32 computes exactly as the reference. bf16 and fp16 keep the weights in half precision "
+            "(half the memory) and run faster, with slightly different results: fp16 on CUDA GPUs, bf16 on "
+            f"CPUs with bf16 support (fp16 on a CPU is slow). '{AUTO}': fp16 on a CUDA GPU, fp32 otherwise.")),
     ]
 
 

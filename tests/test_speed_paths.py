@@ -67,3 +67,11 @@ def test_trunks_in_different_precisions_are_not_shared():
     assert not share_trunk(tagger, pose)
     pose.to(precision="bf16")
     assert share_trunk(tagger, pose)
+
+
+def test_compiled_detector_refuses_later_changes():
+    _, pose = _pair(same=False)
+    assert pose.compile() is pose  # wrapping only: nothing compiles before the first call
+    assert pose.to("cpu", precision="fp32") is pose  # no change: fine
+    with pytest.raises(ValueError, match="compiled"):
+        pose.to(precision="bf16")
