@@ -69,6 +69,13 @@ def machine(device: str) -> str:
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
+def record(script: str, device: str, text: str) -> None:
+    """Print a run's tables and append them to benchmarks/RESULTS.md under a dated heading."""
+    print(text)
+    with open(ROOT / "benchmarks" / "RESULTS.md", "a", encoding="utf-8") as f:
+        f.write(f"\n## {script}, {device}: {datetime.date.today()}, {machine(device)}\n\n{text}")
+
+
 def sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -310,10 +317,10 @@ def main() -> None:
         out += latency_table(files, image, dev, ["fp32", "fp32+compile", half, f"{half}+compile"], args.repeats)
         out += throughput + memory_table(tmp, dev)
     text = "\n".join(out) + "\n"
-    print(text)
-    if not args.no_record:
-        with open(ROOT / "benchmarks" / "RESULTS.md", "a", encoding="utf-8") as f:
-            f.write(f"\n## bench_pipeline.py, {dev}: {datetime.date.today()}, {machine(dev)}\n\n{text}")
+    if args.no_record:
+        print(text)
+    else:
+        record("bench_pipeline.py", dev, text)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ show its numerics).
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 import tempfile
 import time
@@ -36,7 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from bench_pipeline import machine  # noqa: E402
+from bench_pipeline import record  # noqa: E402
 from checkpoint_factory import write_lightning_ckpt, write_rules_json  # noqa: E402
 from shared_data import FIDELITY, SAMPLE_STEMS, SAMPLES, load_golden  # noqa: E402
 from illustpose.geometry import heatmap_cell_xy  # noqa: E402
@@ -127,10 +126,10 @@ def main() -> None:
         "Pose stage: crop from the golden bbox; end to end: crop from the path's own segmenter bbox. "
         "One heatmap cell = the crop's source size / 128 in image pixels.",
     ]) + "\n"
-    print(text)
-    if not args.no_record:
-        with open(ROOT / "benchmarks" / "RESULTS.md", "a", encoding="utf-8") as f:
-            f.write(f"\n## bench_precision.py, {args.device}: {datetime.date.today()}, {machine(args.device)}\n\n{text}")
+    if args.no_record:
+        print(text)
+    else:
+        record("bench_precision.py", args.device, text)
 
 
 if __name__ == "__main__":

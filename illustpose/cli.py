@@ -62,10 +62,10 @@ def build_pipeline(args, models: Sequence[str] = ("segment", "pose")):
     from .segment import CharacterSegmenter
     from .tag import DanbooruTagger
 
-    import torch
-
     device = _device(args)
     if args.threads:
+        import torch
+
         torch.set_num_threads(args.threads)
     precision = "fp32" if args.exact else args.precision
     if precision == "auto":

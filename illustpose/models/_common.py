@@ -16,8 +16,7 @@ class ImageNetNormalize(nn.Module):
     """``(x - mean) / std`` per RGB channel, like ``torchvision.transforms.Normalize``.
 
     Holds no tensors at all (so no state-dict keys, like the reference's parameter-free
-    ``TT.Normalize``).  Input
-    (B, 3, H, W) float in [0, 1].
+    ``TT.Normalize``).  Input (B, 3, H, W) float in [0, 1].
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
