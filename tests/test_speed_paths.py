@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import gc
+import json
+import sys
+
 import pytest
 import torch
 
+from illustpose.checkpoints import save_safetensors
 from illustpose.models.pose import FeatMatchPoseNet
 from illustpose.models.tagger import DanbooruTaggerNet
 from illustpose.pipeline import Pipeline, share_trunk
@@ -75,3 +80,23 @@ def test_compiled_detector_refuses_later_changes():
     assert pose.to("cpu", precision="fp32") is pose  # no change: fine
     with pytest.raises(ValueError, match="compiled"):
         pose.to(precision="bf16")
+
+
+def _mapped(path) -> bool:
+    with open("/proc/self/maps") as f:
+        return any(line.rstrip().endswith(str(path)) for line in f)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_half_precision_load_lets_go_of_the_mapped_file(tmp_path):
+    path = tmp_path / "tagger.safetensors"
+    save_safetensors(path, DanbooruTaggerNet(4).state_dict(),
+                     model="tagger", hparams={}, extra={"tags": json.dumps(list("abcd"))})
+    exact = DanbooruTagger.from_pretrained(path)
+    assert _mapped(path)  # fp32: the weights are the file's pages
+    del exact
+    gc.collect()
+    half = DanbooruTagger.from_pretrained(path, precision="bf16")
+    gc.collect()
+    assert not _mapped(path), "a half-precision detector still holds a view of the float32 file"
+    assert half.net.resnet.fc.weight.dtype == torch.bfloat16
