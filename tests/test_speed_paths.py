@@ -100,3 +100,12 @@ def test_half_precision_load_lets_go_of_the_mapped_file(tmp_path):
     gc.collect()
     assert not _mapped(path), "a half-precision detector still holds a view of the float32 file"
     assert half.net.resnet.fc.weight.dtype == torch.bfloat16
+
+
+def test_no_tf32_inside_and_restored_after():
+    from illustpose.detector import _no_tf32
+
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    with _no_tf32():
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before
