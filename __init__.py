@@ -6,11 +6,10 @@ importable (``pip install`` of this repository) the bundled copy is registered u
 here.  It is registered by file location rather than by adding this folder to ``sys.path``:
 the folder also holds ``nodes/``, which would then shadow ComfyUI's own ``nodes`` module.
 
-Inside ComfyUI (``folder_paths`` already imported) this exports ``comfy_entrypoint`` when the
-V3 node API exists (ComfyUI >= 0.3.48), otherwise ``NODE_CLASS_MAPPINGS`` and
-``NODE_DISPLAY_NAME_MAPPINGS`` -- never both, since ComfyUI reads the V1 mappings first and
-would ignore the entry point.  Outside ComfyUI it exports nothing: pytest imports every
-package ``__init__.py`` above a test, and this folder is one.  Importing loads no model.
+Inside ComfyUI (``folder_paths`` already imported) this exports ``comfy_entrypoint``, the V3
+node API's entry point (ComfyUI >= 0.3.48; an older ComfyUI gets an ImportError saying to
+update).  Outside ComfyUI it exports nothing: pytest imports every package ``__init__.py``
+above a test, and this folder is one.  Importing loads no model.
 """
 
 import importlib.util
@@ -32,9 +31,4 @@ def _bundle_library() -> None:
 if "folder_paths" in sys.modules:
     _bundle_library()
 
-    from .nodes import V3
-
-    if V3:
-        from .nodes import comfy_entrypoint  # noqa: F401 - what ComfyUI looks for
-    else:
-        from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: F401 - what ComfyUI looks for
+    from .nodes import comfy_entrypoint  # noqa: F401 - what ComfyUI looks for

@@ -40,7 +40,7 @@ from illustpose.checkpoints import read_checkpoint  # noqa: E402
 from illustpose.loading import load_strict  # noqa: E402
 from illustpose.models.feat_concat import IGNORED_CHECKPOINT_KEYS, RCNN_PREFIX, FeatConcatPoseNet  # noqa: E402
 from illustpose.models.keypoint_rcnn import UNUSED_DETECTRON2_KEYS, KeypointRCNNBranch  # noqa: E402
-from illustpose.models.pose import FeatMatchPoseNet  # noqa: E402
+from illustpose.models.feat_match import FeatMatchPoseNet  # noqa: E402
 
 MODELS = {
     "feat_match": (FeatMatchPoseNet, ("rcnn.",)),

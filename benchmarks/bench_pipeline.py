@@ -46,13 +46,13 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from checkpoint_factory import write_lightning_ckpt  # noqa: E402
 from illustpose.convert import convert  # noqa: E402
-from illustpose.models.pose import FeatMatchPoseNet  # noqa: E402
+from illustpose.models.feat_match import FeatMatchPoseNet  # noqa: E402
 from illustpose.models.segmenter import CharacterSegmenterNet  # noqa: E402
 from illustpose.models.tagger import DanbooruTaggerNet  # noqa: E402
 from illustpose.pipeline import Pipeline  # noqa: E402
-from illustpose.pose import PoseEstimator  # noqa: E402
-from illustpose.segment import CharacterSegmenter  # noqa: E402
-from illustpose.tag import DanbooruTagger  # noqa: E402
+from illustpose.models.pose import PoseEstimator  # noqa: E402
+from illustpose.models.segmenter import CharacterSegmenter  # noqa: E402
+from illustpose.models.tagger import DanbooruTagger  # noqa: E402
 
 DETECTORS = {"segmenter": CharacterSegmenter, "tagger": DanbooruTagger, "feat_match": PoseEstimator}
 BBOX = (40, 20, 400, 470)

@@ -40,9 +40,9 @@ from checkpoint_factory import write_lightning_ckpt, write_rules_json  # noqa: E
 from shared_data import FIDELITY, SAMPLE_STEMS, SAMPLES, load_golden  # noqa: E402
 from illustpose.geometry import heatmap_cell_xy  # noqa: E402
 from illustpose.images import load_image  # noqa: E402
-from illustpose.pose import PoseEstimator  # noqa: E402
-from illustpose.segment import CharacterSegmenter  # noqa: E402
-from illustpose.tag import DanbooruTagger  # noqa: E402
+from illustpose.models.pose import PoseEstimator  # noqa: E402
+from illustpose.models.segmenter import CharacterSegmenter  # noqa: E402
+from illustpose.models.tagger import DanbooruTagger  # noqa: E402
 
 
 def golden_checkpoints(tmp: Path) -> dict[str, Path]:

@@ -22,29 +22,30 @@ Neither pytorch_lightning nor easydict is needed.
 
 from __future__ import annotations
 
-import hashlib
+import codecs
 import io
 import json
 import os
 import pickle
-import tempfile
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 
 from .errors import CheckpointError, UnsafeCheckpointError
+from .fileio import atomic_path
 
 __all__ = [
     "Checkpoint",
+    "RestrictedUnpickler",
     "read_torch_zip",
     "read_checkpoint",
+    "read_model_zoo_pkl",
     "save_safetensors",
-    "file_sha256",
-    "atomic_write",
     "SAFETENSORS_FORMAT",
 ]
 
@@ -115,7 +116,8 @@ def _rebuild_parameter(data, requires_grad=False, hooks=None, *extra):
     return data
 
 
-_ALLOWED: dict[tuple[str, str], Any] = {
+#: The globals of the authors' Lightning files and the HF ``.pth`` files, with inert stand-ins.
+_TORCH_ALLOWED: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): OrderedDict,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
@@ -124,47 +126,75 @@ _ALLOWED: dict[tuple[str, str], Any] = {
         _Placeholder("pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint"),
     ("torch", "device"): str,
 }
-_ALLOWED.update({("torch", name): _StorageType(name) for name in _STORAGE_DTYPES})
+_TORCH_ALLOWED.update({("torch", name): _StorageType(name) for name in _STORAGE_DTYPES})
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, fp, zf: zipfile.ZipFile, prefix: str, source: str):
-        super().__init__(fp)
-        self._zf = zf
-        self._prefix = prefix
-        self._source = source
-        self._storages: dict[str, torch.Tensor] = {}
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only the globals of an allow-list; nothing else is imported.
+
+    Subclasses set :attr:`allowed` (``{(module, name): object to use instead}``, data only) and
+    :attr:`refusal_hint` (what to tell the user).  ``find_class`` of any other global raises
+    :class:`~illustpose.errors.UnsafeCheckpointError` naming it, before anything from the file
+    runs; persistent ids are refused unless a subclass handles them.
+
+    Args:
+        fp: the binary pickle stream.
+        source: the file's name, for messages.
+        **kwargs: passed to :class:`pickle.Unpickler` (e.g. ``encoding="latin1"``).
+    """
+
+    allowed: Mapping[tuple[str, str], Any] = {}
+    refusal_hint: str = "Only use weight files from a source you trust."
+
+    def __init__(self, fp, source: str, **kwargs):
+        super().__init__(fp, **kwargs)
+        self.source = source
 
     def find_class(self, module: str, name: str):
         try:
-            return _ALLOWED[(module, name)]
+            return self.allowed[(module, name)]
         except KeyError:
             raise UnsafeCheckpointError(
-                f"{self._source}: refused to load: the pickle asks for the global "
-                f"'{module}.{name}', which is not on the allow-list of a weight file. "
-                "Nothing was executed. Only use weight files from a source you trust, "
-                "or convert it where it was made with `python -m illustpose weights convert`."
+                f"{self.source}: refused to load: the pickle asks for the global '{module}.{name}', "
+                f"which is not on the allow-list of this file type. Nothing was executed. {self.refusal_hint}"
             ) from None
 
     def persistent_load(self, pid):
+        raise CheckpointError(f"{self.source}: unexpected persistent id {pid!r} in the pickle")
+
+
+class _TorchZipUnpickler(RestrictedUnpickler):
+    """The pickle of a ``torch.save`` zip: :data:`_TORCH_ALLOWED`, storages read from the archive."""
+
+    allowed = _TORCH_ALLOWED
+    refusal_hint = ("Only use weight files from a source you trust, or convert it where it was made with "
+                    "`python -m illustpose weights convert`.")
+
+    def __init__(self, fp, zf: zipfile.ZipFile, prefix: str, source: str):
+        super().__init__(fp, source)
+        self._zf = zf
+        self._prefix = prefix
+        self._storages: dict[str, torch.Tensor] = {}
+
+    def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
-            raise CheckpointError(f"{self._source}: unknown persistent id {pid!r} in the pickle")
+            raise CheckpointError(f"{self.source}: unknown persistent id {pid!r} in the pickle")
         _, stype, key, _location, numel = pid[:5]
         if not isinstance(stype, _StorageType):
-            raise CheckpointError(f"{self._source}: storage of unknown type {stype!r}")
+            raise CheckpointError(f"{self.source}: storage of unknown type {stype!r}")
         key = str(key)
         if key not in self._storages:
             try:
                 raw = self._zf.read(f"{self._prefix}/data/{key}")
             except KeyError:
                 raise CheckpointError(
-                    f"{self._source}: the archive lacks the tensor data 'data/{key}': the "
+                    f"{self.source}: the archive lacks the tensor data 'data/{key}': the "
                     "file is truncated or damaged; download it again."
                 ) from None
             flat = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
             t = flat.view(stype.dtype) if flat.numel() else torch.empty(0, dtype=stype.dtype)
             if t.numel() < numel:
-                raise CheckpointError(f"{self._source}: tensor data 'data/{key}' is short")
+                raise CheckpointError(f"{self.source}: tensor data 'data/{key}' is short")
             self._storages[key] = t
         return self._storages[key]
 
@@ -198,7 +228,7 @@ def read_torch_zip(path: str | os.PathLike) -> Any:
         prefix = pkls[0].split("/")[0]
         try:
             data = zf.read(pkls[0])
-            return _RestrictedUnpickler(io.BytesIO(data), zf, prefix, source).load()
+            return _TorchZipUnpickler(io.BytesIO(data), zf, prefix, source).load()
         except (UnsafeCheckpointError, CheckpointError):
             raise
         except Exception as e:  # damaged pickle stream, bad zip member CRC, ...
@@ -306,32 +336,65 @@ def _read_safetensors(p: Path) -> Checkpoint:
     return Checkpoint(sd, hp, "safetensors", str(p), meta)
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+# numpy's own reconstruction helpers, found through its reduce protocol (numpy 1.x names
+# them numpy.core.*, numpy 2.x numpy._core.*; both spellings resolve to the installed one)
+_NP_RECONSTRUCT = np.zeros(1).__reduce__()[0]
+_NP_FROMBUFFER = np.zeros(1).__reduce_ex__(5)[0]
+_NP_SCALAR = np.float32(0).__reduce__()[0]
+#: The globals of a Detectron2 model-zoo ``.pkl`` (a dict of numpy arrays).
+_ZOO_ALLOWED: dict[tuple[str, str], Any] = {
+    ("_codecs", "encode"): codecs.encode,  # how protocol-2 pickles from Python 3 spell bytes
+    ("collections", "OrderedDict"): OrderedDict,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+}
+for _pkg in ("numpy.core", "numpy._core"):
+    _ZOO_ALLOWED[(f"{_pkg}.multiarray", "_reconstruct")] = _NP_RECONSTRUCT
+    _ZOO_ALLOWED[(f"{_pkg}.multiarray", "scalar")] = _NP_SCALAR
+    _ZOO_ALLOWED[(f"{_pkg}.numeric", "_frombuffer")] = _NP_FROMBUFFER
 
 
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place.
+class _ZooUnpickler(RestrictedUnpickler):
+    allowed = _ZOO_ALLOWED
+    refusal_hint = ("A Detectron2 model-zoo file (a dict of numpy arrays) never needs it. Use the original "
+                    "model_final_*.pkl from the Detectron2 model zoo.")
 
-    Readers see either the old file or the complete new one, never a partial write.  The
-    temporary file is removed if ``write`` raises.
+
+def read_model_zoo_pkl(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The weights of a Detectron2 model-zoo file, without executing pickled code.
+
+    The file (e.g. ``COCO-Keypoints/keypoint_rcnn_R_101_FPN_3x/138363331/model_final_997cc7.pkl``)
+    is a pickled ``{'model': {detectron2_name: numpy array}, '__author__': ..., ...}``, possibly
+    a Python 2 pickle.  It is read with an allow-list unpickler (numpy array/dtype
+    reconstruction, ``OrderedDict`` and ``_codecs.encode`` only).  Which names and shapes a
+    model needs is checked by its builder (:func:`illustpose.models.feat_concat.build`).
+
+    Returns:
+        ``{detectron2_name: float32 CPU tensor}`` in file order.
+
+    Raises:
+        UnsafeCheckpointError: the pickle references any other global (nothing is executed).
+        CheckpointError: unreadable, not a model-zoo dict, or non-numeric arrays.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    source = str(path)
     try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        with open(path, "rb") as f:
+            data = _ZooUnpickler(f, source, encoding="latin1").load()
+    except (UnsafeCheckpointError, CheckpointError):
         raise
+    except OSError as e:
+        raise CheckpointError(f"{source}: cannot read ({e})") from None
+    except Exception as e:  # any malformed pickle: EOFError, UnpicklingError, ValueError, ...
+        raise CheckpointError(
+            f"{source}: not a readable Detectron2 model-zoo pickle ({type(e).__name__}: {e})") from None
+    if not (isinstance(data, Mapping) and isinstance(data.get("model"), Mapping)):
+        raise CheckpointError(f"{source}: expected a Detectron2 model-zoo dict with a 'model' entry of arrays")
+    weights: dict[str, torch.Tensor] = {}
+    for name, arr in data["model"].items():
+        if not (isinstance(arr, np.ndarray) and arr.dtype.kind in "fiub"):
+            raise CheckpointError(f"{source}: '{name}' is not a numeric array ({type(arr).__name__})")
+        weights[str(name)] = torch.from_numpy(np.array(arr, dtype=np.float32))
+    return weights
 
 
 def save_safetensors(
@@ -356,4 +419,5 @@ def save_safetensors(
     meta = {"illustpose_format": SAFETENSORS_FORMAT, "model": model, "hparams": json.dumps(hparams)}
     meta.update(extra or {})
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)

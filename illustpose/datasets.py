@@ -16,43 +16,42 @@ Formats read:
   "the images and annotations"; the reference repo ships no reader for it.  What is read here
   is an assumption, documented in :func:`read_bizarre_pose`.
 
-:func:`write_coco` writes COCO keypoint JSON (e.g. predictions from
-:func:`illustpose.keypoints.to_coco_annotation`) atomically, so predictions can be corrected
-in an annotation tool and read back with :func:`read_coco`.
+:func:`coco_document` builds COCO keypoint JSON (e.g. of predictions from
+:func:`illustpose.keypoints.to_coco_annotation`), the one builder of the library, and
+:func:`write_coco` writes it atomically, streamed, so predictions can be corrected in an
+annotation tool and read back with :func:`read_coco`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
 
-from .errors import IllustposeError
+from .errors import DatasetError
+from .fileio import atomic_path
 from .keypoints import COCO_KEYPOINTS, coco_categories
 
 __all__ = [
     "load_json",
-    "DatasetError",
     "KeypointAnnotation",
     "ImageRecord",
     "BIZARRE_SPLITS",
     "read_coco",
     "read_bizarre_pose",
     "records_to_coco",
+    "coco_document",
+    "merge_coco",
     "write_coco",
 ]
 
 
-class DatasetError(IllustposeError, ValueError):
-    """A dataset file is missing, not JSON, or has a malformed field (the message names both)."""
 
 
 #: Splits of the authors' dataset, each listed in ``_filters/accountably_<split>.csv``.
@@ -471,8 +470,26 @@ def records_to_coco(records: Sequence[ImageRecord]) -> tuple[list[dict], list[di
     return images, annotations
 
 
-def _coco_annotation(ann, where: str, image_ids: set[int]) -> dict:
+def _image_entry(img, where: str, image_ids: set[int]) -> dict:
+    """A validated copy of one image dict (``id`` required and unique; ``file_name``, ``width``
+    and ``height`` checked when present: images from a graph or an index may lack them)."""
+    img = _mapping(img, where)
+    image_id = _integer(_field(img, "id", where), f"{where}.id")
+    if image_id in image_ids:
+        raise _fail(f"{where}.id", f"duplicate image id {image_id}", "give every image its own id")
+    image_ids.add(image_id)
+    out = {**img, "id": image_id}
+    if "file_name" in img and not (isinstance(img["file_name"], str) and img["file_name"]):
+        raise _fail(f"{where}.file_name", f"expected a non-empty string, got {img['file_name']!r}")
+    for key in ("width", "height"):
+        if key in img:
+            out[key] = _integer(img[key], f"{where}.{key}", minimum=1)
+    return out
+
+
+def _annotation_entry(ann, where: str, image_ids: set[int], ann_ids: set[int]) -> dict:
     """A validated copy of one annotation dict with COCO's derived fields filled in."""
+    ann = _mapping(ann, where)
     parsed = _parse_annotation(ann, where, np.arange(17), 17)
     if ann.get("category_id", 1) != 1:
         raise _fail(f"{where}.category_id", f"expected 1 (the 'person' category), got {ann['category_id']!r}",
@@ -480,6 +497,9 @@ def _coco_annotation(ann, where: str, image_ids: set[int]) -> dict:
     if parsed.image_id not in image_ids:
         raise _fail(f"{where}.image_id", f"refers to image {parsed.image_id}, which is not among the images",
                     "pass the image too")
+    if parsed.id in ann_ids:
+        raise _fail(f"{where}.id", f"duplicate annotation id {parsed.id}", "give every annotation its own id")
+    ann_ids.add(parsed.id)
     out = dict(ann)
     flags = parsed.visibility.tolist()
     out.update(
@@ -495,95 +515,128 @@ def _coco_annotation(ann, where: str, image_ids: set[int]) -> dict:
     return out
 
 
-def _coco_document(path: Path, images, annotations, description: str) -> dict:
-    """The full COCO dict to write, every entry validated (errors name ``path``)."""
-    where = str(path)
-    image_entries, image_ids = [], set()
-    for i, img in enumerate(_list(images, f"{where}: images")):
-        image_id, file_name, width, height = _parse_image(img, f"{where}: images[{i}]")
-        if image_id in image_ids:
-            raise _fail(f"{where}: images[{i}].id", f"duplicate image id {image_id}", "give every image its own id")
-        image_ids.add(image_id)
-        image_entries.append({**img, "id": image_id, "file_name": file_name, "width": width, "height": height})
-    ann_entries, ann_ids = [], set()
-    for i, ann in enumerate(_list(annotations, f"{where}: annotations")):
-        entry = _coco_annotation(_mapping(ann, f"{where}: annotations[{i}]"), f"{where}: annotations[{i}]", image_ids)
-        if entry["id"] in ann_ids:
-            raise _fail(f"{where}: annotations[{i}].id", f"duplicate annotation id {entry['id']}",
-                        "give every annotation its own id")
-        ann_ids.add(entry["id"])
-        ann_entries.append(entry)
-    return {
-        "info": {"description": description},
-        "licenses": [],
-        "images": image_entries,
-        "annotations": ann_entries,
-        "categories": [coco_categories()],
-    }
+def _document_parts(images: Iterable[Mapping], annotations: Iterable[Mapping], description: str,
+                    info: Mapping | None, where: str):
+    """``(head, image entries, annotation entries)`` of a COCO document; the entries are
+    generators that validate each item as it is consumed (images first)."""
+    head = {"info": {"description": description, **(info or {})}, "licenses": []}
+    image_ids: set[int] = set()
+    ann_ids: set[int] = set()
+    image_entries = (_image_entry(img, f"{where}: images[{i}]", image_ids) for i, img in enumerate(images))
+    ann_entries = (_annotation_entry(ann, f"{where}: annotations[{i}]", image_ids, ann_ids)
+                   for i, ann in enumerate(annotations))
+    return head, image_entries, ann_entries
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file next to ``path``, then ``os.replace`` it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def coco_document(images: Iterable[Mapping], annotations: Iterable[Mapping], *,
+                  description: str = "keypoints written by illustpose", info: Mapping | None = None,
+                  where: str = "COCO document") -> dict:
+    """A COCO keypoint document, every entry validated and completed: the one COCO builder.
+
+    The layout is that of COCO's own ``person_keypoints_*.json``: ``info``, ``licenses``
+    (empty), ``images``, ``annotations`` and the one ``person`` category of
+    :func:`illustpose.keypoints.coco_categories`; it is what COCO-keypoint importers of
+    annotation tools (CVAT, Label Studio) and pycocotools read, and what :func:`read_coco`
+    reads back.  :func:`write_coco` writes the same document to a file.
+
+    Args:
+        images: COCO image dicts ``{"id": int, "file_name": str, "width": int, "height": int}``;
+            only ``id`` is required (unique); other keys are kept.
+        annotations: COCO keypoint annotation dicts (e.g. from
+            :func:`illustpose.keypoints.to_coco_annotation` or :func:`records_to_coco`): ``id``
+            (unique), ``image_id`` (of one of ``images``), ``keypoints`` (51 numbers ``[x, y,
+            v] * 17``, COCO order, pixels, v in {0, 1, 2}), optional ``bbox`` ``[x, y, w, h]``
+            (default: extent of the labelled keypoints), ``category_id`` (must be 1),
+            ``score``, ``keypoint_scores``; other keys are kept.  ``num_keypoints`` is
+            recomputed, ``area`` (w*h) and ``iscrowd`` (0) filled in when absent, and
+            unlabelled joints written as ``0, 0, 0``.
+        description: ``info.description``.
+        info: more ``info`` fields (e.g. ``{"version": ...}``).
+        where: names the document in errors (the file when writing one).
+
+    Returns:
+        the document as a dict of plain JSON types.
+
+    Raises:
+        DatasetError: naming ``where``, the entry and the field (e.g.
+            ``annotations[2].keypoints``): malformed or non-finite values, duplicate ids, an
+            annotation of an unknown image.
+    """
+    head, image_entries, ann_entries = _document_parts(images, annotations, description, info, where)
+    return {**head, "images": list(image_entries), "annotations": list(ann_entries),
+            "categories": [coco_categories()]}
+
+
+def merge_coco(documents: Sequence[Mapping], *, description: str = "keypoints written by illustpose") -> dict:
+    """Several COCO keypoint documents as one :func:`coco_document`, in order; image ids and
+    annotation ids are renumbered from 1 (each annotation keeps its image).
+
+    Raises:
+        DatasetError: a document without ``images`` / ``annotations`` lists, an annotation of
+            an image its document lacks, or any error of :func:`coco_document`.
+    """
+    images, annotations = [], []
+    for n, doc in enumerate(documents):
+        where = f"document {n}"
+        doc = _mapping(doc, where)
+        ids = {}
+        for i, img in enumerate(_list(_field(doc, "images", where), f"{where}: images")):
+            img = _mapping(img, f"{where}: images[{i}]")
+            ids[_field(img, "id", f"{where}: images[{i}]")] = len(images) + 1
+            images.append({**img, "id": len(images) + 1})
+        for i, ann in enumerate(_list(_field(doc, "annotations", where), f"{where}: annotations")):
+            ann = _mapping(ann, f"{where}: annotations[{i}]")
+            image_id = _field(ann, "image_id", f"{where}: annotations[{i}]")
+            if image_id not in ids:
+                raise _fail(f"{where}: annotations[{i}].image_id", f"refers to image {image_id!r}, which is not "
+                            "among its document's images")
+            annotations.append({**ann, "id": len(annotations) + 1, "image_id": ids[image_id]})
+    return coco_document(images, annotations, description=description, where="merged COCO document")
+
+
+def _json(value, path: Path) -> str:
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+        return json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise DatasetError(
+            f"{path}: an extra field cannot be written as JSON ({exc}); use plain numbers and strings"
+        ) from None
 
 
 def write_coco(
     path: str | os.PathLike,
-    images: Sequence[Mapping],
-    annotations: Sequence[Mapping],
+    images: Iterable[Mapping],
+    annotations: Iterable[Mapping],
     *,
     description: str = "keypoints written by illustpose",
+    info: Mapping | None = None,
 ) -> Path:
-    """Write a COCO keypoint JSON file atomically (temp file in the same directory + os.replace).
+    """Write a COCO keypoint JSON file atomically: :func:`coco_document`, streamed.
 
-    The result has the layout of COCO's own ``person_keypoints_*.json`` (``info``,
-    ``licenses`` (empty), ``images``, ``annotations`` and the one ``person`` category of
-    :func:`illustpose.keypoints.coco_categories`), which is what COCO-keypoint importers of
-    annotation tools expect; pycocotools' ``COCO`` reads it, and :func:`read_coco` reads it
-    back after correction.
+    ``images`` and ``annotations`` may be any iterables (consumed once, images first), so an
+    export of millions of entries never holds the document in memory; one entry per line.
 
     Args:
         path: the JSON file to create or replace; its directory must exist.
-        images: COCO image dicts ``{"id": int, "file_name": str, "width": int, "height":
-            int}`` (other keys are kept).
-        annotations: COCO keypoint annotation dicts (e.g. from
-            :func:`illustpose.keypoints.to_coco_annotation` or :func:`records_to_coco`):
-            ``id``, ``image_id`` (of one of ``images``), ``keypoints`` (51 numbers ``[x, y,
-            v] * 17``, COCO order, pixels, v in {0, 1, 2}), optional ``bbox`` ``[x, y, w,
-            h]`` (default: extent of the labelled keypoints), ``category_id`` (must be 1),
-            ``score``, ``keypoint_scores``; other keys are kept.  ``num_keypoints`` is
-            recomputed, ``area`` (w*h) and ``iscrowd`` (0) filled in when absent, and
-            unlabelled joints written as ``0, 0, 0``.
-        description: the file's ``info.description``.
+        images, annotations, description, info: as :func:`coco_document`.
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
 
     Raises:
-        DatasetError: naming ``path`` and the offending entry and field (e.g.
-            ``annotations[2].keypoints``): malformed or non-finite values, duplicate ids, an
-            annotation of an unknown image, a missing directory, or a value JSON cannot hold.
-            Nothing is written then.
+        DatasetError: as :func:`coco_document` (naming ``path``), a value JSON cannot hold, or a
+            missing directory.  Nothing is written then.
     """
     path = Path(path)
     if not path.parent.is_dir():
         raise DatasetError(f"{path}: directory {path.parent} does not exist; create it first")
-    document = _coco_document(path, images, annotations, description)
-    try:
-        text = json.dumps(document, allow_nan=False, indent=1)
-    except (TypeError, ValueError) as exc:
-        raise DatasetError(
-            f"{path}: an extra field cannot be written as JSON ({exc}); use plain numbers and strings"
-        ) from None
-    _atomic_write_text(path, text + "\n")
+    head, image_entries, ann_entries = _document_parts(images, annotations, description, info, str(path))
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as out:
+        out.write(_json(head, path)[:-1])  # the head without its closing brace
+        for key, entries in (("images", image_entries), ("annotations", ann_entries)):
+            out.write(f', "{key}": [')
+            for n, entry in enumerate(entries):
+                out.write(("," if n else "") + "\n" + _json(entry, path))
+            out.write("]")
+        out.write(', "categories": ' + json.dumps([coco_categories()]) + "}\n")
     return path

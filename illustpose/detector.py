@@ -40,17 +40,18 @@ def _no_tf32():
 
 
 class Detector:
-    """Base of :class:`~illustpose.segment.CharacterSegmenter`, :class:`~illustpose.tag.DanbooruTagger`
-    and :class:`~illustpose.pose.PoseEstimator`: load once, call many times.
+    """Base of :class:`~illustpose.models.segmenter.CharacterSegmenter`,
+    :class:`~illustpose.models.tagger.DanbooruTagger` and
+    :class:`~illustpose.models.pose.PoseEstimator`: load once, call many times.
 
     Attributes:
         net: the ``nn.Module`` in eval mode.
         source: the weight file it came from (for messages and metadata).
-        kind: the model kind (``"segmenter"``, ``"tagger"``, ``"feat_match"``).
+        kind: the architecture (``"segmenter"``, ``"tagger"``, ``"feat_match"``, ``"feat_concat"``).
     """
 
-    #: weight kind used by :func:`illustpose.weights.resolve` when no path is given
-    default_weights: str = ""
+    #: the registry task (``"segment"``, ``"tag"``, ``"pose"``) whose weights this class runs
+    task: str = ""
 
     def __init__(self, net: nn.Module, *, source: str = "", kind: str = ""):
         self.net = net.eval()
@@ -143,6 +144,17 @@ class Detector:
             net = self.net if self._compiled is None else self._compiled
             return net(self._input(batch)).float().cpu()
 
+    def checkpoint_metadata(self) -> dict[str, str]:
+        """String metadata ``weights convert`` stores beside the tensors (the tagger's tag names)."""
+        return {}
+
+    @classmethod
+    def default_weights(cls) -> str:
+        """The registry name of the weights used when none are named (``feat_match+data``)."""
+        from .registry import default_weights
+
+        return default_weights(cls.task).name
+
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint, **kwargs) -> "Detector":  # pragma: no cover - abstract
         raise NotImplementedError
@@ -164,8 +176,8 @@ class Detector:
         Args:
             path: an explicit weight file (``.ckpt``, ``.pth``, ``.safetensors``); wins over
                 everything else.
-            weights: a known weight name from ``weights/manifest.json`` (default: the
-                detector's :attr:`default_weights`).
+            weights: a registry weights name (:data:`illustpose.registry.WEIGHTS`, e.g.
+                ``"feat_concat+data"``; default: :meth:`default_weights`).
             search_dirs: extra folders to look in first (ComfyUI's ``models/illustpose``).
             offline: never download (default: the ``HF_HUB_OFFLINE`` environment variable).
             device: where to put the network.
@@ -178,7 +190,7 @@ class Detector:
         """
         from .weights import resolve
 
-        file = resolve(weights or cls.default_weights, path, search_dirs=search_dirs, offline=offline)
+        file = resolve(weights or cls.default_weights(), path, search_dirs=search_dirs, offline=offline)
         gc_was_on = gc.isenabled()
         gc.disable()  # building a network makes thousands of objects: no collector passes meanwhile
         try:

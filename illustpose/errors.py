@@ -1,9 +1,10 @@
-"""Exceptions raised by illustpose.
+"""Every exception illustpose raises on purpose, in one place.
 
-Every error the library raises on bad input derives from :class:`IllustposeError`, so
-the CLI and the ComfyUI nodes can catch exactly these and show one clear line instead
-of a traceback.  Messages follow one template: what is wrong, where (file / argument),
-expected vs got, and what to do about it.
+Each error the library raises on bad input derives from :class:`IllustposeError`, so the CLI
+and the ComfyUI nodes catch exactly these and show one clear line instead of a traceback.
+Messages follow one template: what is wrong, where (file / argument / field), expected vs
+got, and what to do about it.  Errors about values the caller passed also derive from
+``ValueError``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,12 @@ __all__ = [
     "WrongModelError",
     "WeightsNotFoundError",
     "ImageError",
+    "KeypointError",
+    "PoseFormatError",
+    "RenderError",
+    "DatasetError",
+    "MetricInputError",
+    "EvaluationError",
     "PoseIndexError",
 ]
 
@@ -28,7 +35,7 @@ class CheckpointError(IllustposeError):
 
 
 class UnsafeCheckpointError(CheckpointError):
-    """A pickled checkpoint asked to import a global outside the allow-list.
+    """A pickled weight file asked to import a global outside the allow-list.
 
     Nothing from the file was executed; the message names the refused global.
     """
@@ -44,6 +51,30 @@ class WeightsNotFoundError(IllustposeError):
 
 class ImageError(IllustposeError):
     """An input image cannot be read or has an unsupported layout."""
+
+
+class KeypointError(IllustposeError, ValueError):
+    """A keypoint array or COCO annotation has the wrong shape, dtype or values."""
+
+
+class PoseFormatError(KeypointError):
+    """A POSE_KEYPOINT value (list of frame dicts, one frame dict, or its JSON) is malformed."""
+
+
+class RenderError(IllustposeError, ValueError):
+    """A drawing parameter (canvas size, resolution, widths) is invalid."""
+
+
+class DatasetError(IllustposeError, ValueError):
+    """A dataset file is missing, not JSON, or has a malformed field (the message names both)."""
+
+
+class MetricInputError(IllustposeError, ValueError):
+    """Arrays given to a metric have a wrong shape or values, or pycocotools is missing."""
+
+
+class EvaluationError(IllustposeError, ValueError):
+    """Predictions do not fit the ground truth, or the ground truth cannot be scored."""
 
 
 class PoseIndexError(IllustposeError):

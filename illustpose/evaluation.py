@@ -1,4 +1,4 @@
-"""Score pose predictions against COCO keypoint ground truth: the library side of ``illustpose eval``.
+"""Score pose predictions against COCO keypoint ground truth (what ``illustpose eval`` runs).
 
 The metrics are the reference's (:mod:`illustpose.metrics`: PDJ@0.2, PCKh@0.5/0.2, the
 reference's per-joint OKS@0.5/0.75, PCP@0.5), computed with the *ground-truth* bbox as the
@@ -31,42 +31,34 @@ scored images when each has one character.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import sys
 from collections.abc import Callable, Mapping, Sequence
-from functools import partial
-from importlib.util import find_spec
 from numbers import Integral, Real
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from .datasets import ImageRecord, KeypointAnnotation, load_json, read_coco, records_to_coco, write_coco
-from .errors import IllustposeError
-from .keypoints import coco_categories, to_coco_annotation
-from .metrics import coco_keypoint_ap, evaluate, format_table, summarize
-from .weights import POSE_MODELS
+from .datasets import (ImageRecord, KeypointAnnotation, coco_document, load_json, read_coco, records_to_coco,
+                       write_coco)
+from .errors import EvaluationError, IllustposeError
+from .keypoints import to_coco_annotation
+from .metrics import coco_keypoint_ap, evaluate, summarize
 
 __all__ = [
-    "EvaluationError",
     "PredictionFile",
     "predict",
     "read_predictions",
     "evaluate_predictions",
     "coco_ap",
     "save_predictions",
-    "register",
+    "file_names",
 ]
 
 
-class EvaluationError(IllustposeError, ValueError):
-    """Predictions do not fit the ground truth, or the ground truth cannot be scored."""
 
 
-_AP_COLUMNS = ("AP", "AP50", "AP75", "AR")
 _LISTED = 5  # names shown when reporting many images
 
 
@@ -133,8 +125,8 @@ def _best_per_image(predictions: Sequence[Mapping]) -> dict[int, _Prediction]:
     return best
 
 
-def _names(records: Sequence[ImageRecord]) -> str:
-    """The first few file names of ``records``, for messages."""
+def file_names(records: Sequence[ImageRecord]) -> str:
+    """The first few file names of ``records`` (``'a.png', 'b.png' and 3 more``), for messages."""
     shown = ", ".join(repr(r.file_name) for r in records[:_LISTED])
     return shown + (f" and {len(records) - _LISTED} more" if len(records) > _LISTED else "")
 
@@ -154,7 +146,7 @@ def _match(records: Sequence[ImageRecord], predictions: Sequence[Mapping],
     missing = [r for r in annotated if r.id not in best]
     if missing and not skip_missing:
         raise EvaluationError(
-            f"{len(missing)} of {len(annotated)} annotated images have no prediction ({_names(missing)}); "
+            f"{len(missing)} of {len(annotated)} annotated images have no prediction ({file_names(missing)}); "
             "predict them, or pass skip_missing=True to score only the images that have one"
         )
     return pairs
@@ -244,8 +236,7 @@ def coco_ap(records: Sequence[ImageRecord], predictions: Sequence[Mapping], *,
          "score": 1.0 if pred.score is None else pred.score}
         for rec, pred in pairs
     ]
-    gt = {"images": images, "annotations": annotations, "categories": [coco_categories()]}
-    return coco_keypoint_ap(gt, results)
+    return coco_keypoint_ap(coco_document(images, annotations, where="ground truth"), results)
 
 
 # --------------------------------------------------------------------------- running the models
@@ -427,110 +418,3 @@ def save_predictions(path: str | os.PathLike, records: Sequence[ImageRecord], pr
     images, _ = records_to_coco([r for r in records if r.id in wanted])
     annotations = [{**det, "id": number, "category_id": 1} for number, det in enumerate(predictions, start=1)]
     return write_coco(path, images, annotations, description="pose predictions written by illustpose eval")
-
-
-def _write_summary(path: str | os.PathLike, summary: dict) -> None:
-    """``summary`` as indented JSON at ``path``, atomically (folders created)."""
-    from .checkpoints import atomic_write
-
-    text = json.dumps(summary, indent=1, allow_nan=False) + "\n"
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def _say(message: str) -> None:
-    """One line on stderr, kept clear of a running tqdm bar."""
-    from tqdm import tqdm
-
-    tqdm.write(message, file=sys.stderr)
-
-
-def _model_predictions(args, records: Sequence[ImageRecord], build_pipeline) -> list[dict]:
-    """Run the segmenter + pose pipeline the flags select on the annotated images."""
-    if not args.images:
-        raise EvaluationError("--images DIR is required to run the models (or pass --predictions PRED.json)")
-    if not Path(args.images).is_dir():
-        raise EvaluationError(f"--images {args.images}: no such folder; give the folder the annotations' "
-                              "file_name entries are relative to")
-    pipeline = build_pipeline(args, ("segment", "pose"))
-    results, _ = predict(pipeline, records, args.images, batch_size=args.batch_size, progress=True, report=_say)
-    return results
-
-
-def _file_predictions(path: str, records: Sequence[ImageRecord]) -> list[dict]:
-    """Predictions read from ``path``; images of the file not in the ground truth are reported."""
-    loaded = read_predictions(path, records)
-    if loaded.ignored:
-        shown = ", ".join(loaded.ignored[:_LISTED])
-        _say(f"ignored predictions of {len(loaded.ignored)} images not in the ground truth: {shown}")
-    return loaded.predictions
-
-
-def _ap_line(records: Sequence[ImageRecord], predictions: Sequence[Mapping]) -> str | None:
-    """COCO keypoint AP / AR in percent, or None when pycocotools is not installed."""
-    if find_spec("pycocotools") is None:
-        return None
-    stats = coco_ap(records, predictions, skip_missing=True)
-    cells = "  ".join(f"{k} " + ("-" if stats[k] < 0 else f"{100 * stats[k]:.1f}") for k in _AP_COLUMNS)
-    return f"COCO keypoint AP (pycocotools, standard OKS): {cells}"
-
-
-def _cmd_eval(args, build_pipeline) -> int:
-    """``eval``: predictions (run or read) -> table on stdout, optional JSON; 1 if images were skipped."""
-    records = [r for r in read_coco(args.annotations) if r.annotations]
-    if not records:
-        raise EvaluationError(f"{args.annotations}: no image has a keypoint annotation, so there is nothing to score")
-    if args.predictions:
-        predictions = _file_predictions(args.predictions, records)
-    else:
-        predictions = _model_predictions(args, records, build_pipeline)
-    if not predictions:
-        source = args.predictions or "the pipeline (every image failed, see above)"
-        raise EvaluationError(f"no prediction for any of the {len(records)} annotated images from {source}")
-    if args.save_predictions:
-        save_predictions(args.save_predictions, records, predictions)
-    covered = {det.get("image_id") for det in predictions}
-    missing = [r for r in records if r.id not in covered]
-    summary = evaluate_predictions(records, predictions, skip_missing=True)
-    print(format_table(summary))
-    line = _ap_line(records, predictions)
-    if line:
-        print(line)
-    if args.json:
-        _write_summary(args.json, summary)
-    if missing:
-        _say(f"not scored: {len(missing)} of {len(records)} annotated images have no prediction ({_names(missing)})")
-    return 1 if missing else 0
-
-
-def register(subparsers, add_model_arguments, build_pipeline) -> None:
-    """Add the ``eval`` command to the CLI's subparsers.
-
-    Args:
-        subparsers: the object ``argparse.ArgumentParser.add_subparsers`` returned.
-        add_model_arguments: ``f(parser, models)`` adding the weight-selection flags.
-        build_pipeline: ``f(args, models) -> Pipeline``; called only when no
-            ``--predictions`` file is given.
-    """
-    p = subparsers.add_parser(
-        "eval",
-        help="score poses against COCO keypoint ground truth (PDJ, PCKh, OKS, PCP; COCO AP)",
-        description="Run the pose pipeline on every annotated image (or read --predictions) and print the "
-                    "reference's metrics per joint, like the paper's Table 1. See docs/evaluation.md.",
-    )
-    p.add_argument("--annotations", required=True, metavar="COCO.json", help="ground truth: a COCO keypoint JSON file")
-    p.add_argument("--images", metavar="DIR",
-                   help="folder the annotations' file_name entries are relative to (needed unless --predictions)")
-    p.add_argument("--predictions", metavar="PRED.json",
-                   help="score this file instead of running the models: a COCO results list or a COCO keypoint "
-                        "file (e.g. from --save-predictions)")
-    p.add_argument("--model", dest="pose_model", choices=POSE_MODELS, default="feat_match",
-                   help="pose architecture (default feat_match); without --pose its +data weights are used")
-    p.add_argument("--json", metavar="PATH", help="also write the summary as JSON here")
-    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
-    p.add_argument("--save-predictions", metavar="PRED.json",
-                   help="write the predictions as a COCO keypoint file (to correct in CVAT / Label Studio)")
-    add_model_arguments(p, ("segment", "pose"))
-    p.set_defaults(func=partial(_cmd_eval, build_pipeline=build_pipeline))

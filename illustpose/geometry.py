@@ -11,8 +11,12 @@ Conventions (the reference's ``_util/twodee_v0.py``):
 
 All arithmetic is done with Python floats in the reference's order of operations, so the
 results equal the reference bit for bit (the golden files check ``cropbox`` and
-``cropbox_inverse`` to 0.0).  :func:`rc_to_xy` is the single place where (row, col) becomes
-(x, y).
+``cropbox_inverse`` to 0.0).  The pose crop exists twice, computed the same way: for one bbox
+(:func:`pose_cropbox`, a :class:`Cropbox`) and for a batch (:func:`pose_crop_transforms`,
+numpy, for descriptors of millions of poses); :func:`crop_frame_points` maps points with the
+batched form.  Its size and padding are the checkpoint's (released values:
+:data:`illustpose.registry.POSE_CROP_SIZE` / ``POSE_CROP_PADDING``).  :func:`rc_to_xy` is the
+single place where (row, col) becomes (x, y).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from .errors import KeypointError
+
 __all__ = [
     "Cropbox",
     "resize_min_size",
@@ -28,6 +34,11 @@ __all__ = [
     "square_cropbox",
     "compose_cropboxes",
     "pose_cropbox",
+    "pose_crop_transforms",
+    "apply_crop_transforms",
+    "crop_frame_points",
+    "crop_to_image_affine",
+    "fit_in_square",
     "heatmap_cell_xy",
     "invert_cropbox",
     "cropbox_points",
@@ -39,6 +50,9 @@ __all__ = [
 ]
 
 Pair = tuple[float, float]
+
+#: ``infer_pose``'s ``pad_factor`` (the reference's default, never changed by its callers)
+_PAD_FACTOR = 1
 
 
 class Cropbox(NamedTuple):
@@ -108,7 +122,7 @@ def compose_cropboxes(first: Cropbox, second: Cropbox) -> Cropbox:
     )
 
 
-def pose_cropbox(bbox_rc_hw: Sequence[int], size: int = 256, padding: float = 0.1) -> Cropbox:
+def pose_cropbox(bbox_rc_hw: Sequence[int], size: int, padding: float) -> Cropbox:
     """The pose estimator's input crop for a character bbox.
 
     Reference: ``_scripts/pose_estimator.py infer_pose``: crop to the bbox, centre it in a
@@ -126,16 +140,115 @@ def pose_cropbox(bbox_rc_hw: Sequence[int], size: int = 256, padding: float = 0.
     """
     r0, c0, h, w = bbox_rc_hw
     p = size * padding
-    pad_factor = 1  # the reference's infer_pose default
     steps = [
         Cropbox((r0, c0), (h, w), (h, w)),
         square_cropbox((h, w), size),
-        Cropbox(_pair(-p * pad_factor / 2), _pair(size + p * pad_factor), _pair(size)),
+        Cropbox(_pair(-p * _PAD_FACTOR / 2), _pair(size + p * _PAD_FACTOR), _pair(size)),
     ]
     out = steps[-1]
     for cb in reversed(steps[:-1]):
         out = compose_cropboxes(cb, out)
     return out
+
+
+def pose_crop_transforms(bbox_xywh: np.ndarray, size: int, padding: float) -> np.ndarray:
+    """:func:`pose_cropbox` for a batch of bboxes, as ``(from_row, from_col, scale_row, scale_col)``.
+
+    The same float64 operations in the same order as composing the reference's
+    ``cropbox_sequence`` (bbox -> centred square -> padding) one bbox at a time, broadcast
+    over the batch, so ``crop = (image - from) * scale`` per axis equals
+    :func:`cropbox_points` through :func:`pose_cropbox` bit for bit (tested).
+
+    Args:
+        bbox_xywh: float64 (N, 4) COCO ``[x, y, w, h]`` pixels, ``w, h > 0`` (not checked here).
+        size, padding: the crop side in pixels and the padding fraction.
+
+    Returns:
+        float64 (N, 4).
+    """
+    x0, y0, w, h = (bbox_xywh[:, i] for i in range(4))
+    p = size * padding
+    corner_pad = -p * _PAD_FACTOR / 2
+    sf = np.maximum(h, w) / size
+    # square_cropbox: centre the bbox in a max(h, w) square (floor division, as in Python)
+    corner_r = np.where(h < w, np.floor_divide(-(w - h), 2), 0.0)
+    corner_c = np.where(h < w, 0.0, np.floor_divide(-(h - w), 2))
+    # the (h / h) and (w / w) factors are compose_cropboxes' unit scale of the first step
+    return np.stack([
+        y0 + (corner_r + corner_pad * sf) * (h / h),
+        x0 + (corner_c + corner_pad * sf) * (w / w),
+        size / (((size + p * _PAD_FACTOR) * sf) * (h / h)),
+        size / (((size + p * _PAD_FACTOR) * sf) * (w / w)),
+    ], axis=1)
+
+
+def apply_crop_transforms(xy: np.ndarray, transforms: np.ndarray, out: np.ndarray) -> None:
+    """Map (N, J, 2) ``(x, y)`` points into their crops, in place in ``out`` (N, J, 2) ``(row, col)``.
+
+    ``out[..., 0] = (y - from_row) * scale_row``, ``out[..., 1] = (x - from_col) * scale_col``
+    with ``transforms`` from :func:`pose_crop_transforms` (one row per pose).
+    """
+    np.subtract(xy[..., 1], transforms[:, 0, None], out=out[..., 0])
+    np.multiply(out[..., 0], transforms[:, 2, None], out=out[..., 0])
+    np.subtract(xy[..., 0], transforms[:, 1, None], out=out[..., 1])
+    np.multiply(out[..., 1], transforms[:, 3, None], out=out[..., 1])
+
+
+def crop_frame_points(keypoints_xy, bbox_xywh, *, size: int, padding: float) -> np.ndarray:
+    """Map poses into their pose crop frame, vectorised.
+
+    Equals ``cropbox_points(xy_to_rc(kp), pose_cropbox(bbox_xywh_to_rc(bbox), size, padding))``
+    bit for bit, for every pose of the batch.
+
+    Args:
+        keypoints_xy: float (N, J, 2) ``(x, y)`` image pixels (NaN allowed, kept).
+        bbox_xywh: float (N, 4) COCO ``[x, y, w, h]`` pixels, finite, ``w, h > 0``.
+        size, padding: the crop side (pixels) and padding fraction.
+
+    Returns:
+        float64 (N, J, 2) ``(row, col)`` crop-frame pixels (``0..size`` inside the crop).
+
+    Raises:
+        KeypointError: mismatched shapes, or a bbox that is not finite or has a side <= 0.
+    """
+    xy = np.asarray(keypoints_xy, dtype=np.float64)
+    bbox = np.asarray(bbox_xywh, dtype=np.float64)
+    if xy.ndim != 3 or xy.shape[2] != 2 or bbox.shape != (xy.shape[0], 4):
+        raise KeypointError(f"expected keypoints (N, J, 2) (x, y pixels) and bbox_xywh (N, 4), "
+                            f"got {xy.shape} and {bbox.shape}")
+    if not np.isfinite(bbox).all() or (bbox[:, 2:] <= 0).any():
+        raise KeypointError(f"bbox_xywh must be finite [x, y, w, h] pixels with w > 0 and h > 0, got {bbox.tolist()}")
+    out = np.empty_like(xy)
+    apply_crop_transforms(xy, pose_crop_transforms(bbox, size, padding), out)
+    return out
+
+
+def crop_to_image_affine(cb: Cropbox, grid_hw: Sequence[int]) -> np.ndarray:
+    """The 2x3 affine map from a ``grid_hw`` grid laid over a crop to image pixels, in (x, y).
+
+    The crop's ``to_size`` target is divided into ``grid_hw`` cells (the pose head's 128 x 128
+    heatmap over the 256 px crop); cell ``(x, y)`` maps to image
+    ``(x * from_w / grid_w + from_col, y * from_h / grid_h + from_row)``: the inverse cropbox of
+    the keypoints (:func:`invert_cropbox`) with the cell scale folded in.
+
+    Returns:
+        float64 (2, 3) ``[[sx, 0, tx], [0, sy, ty]]`` (the layout of ``cv2.warpAffine``).
+    """
+    (r0, c0), (fh, fw), _ = (_pair(q) for q in cb)
+    gh, gw = grid_hw
+    return np.array([[fw / gw, 0.0, c0], [0.0, fh / gh, r0]], dtype=np.float64)
+
+
+def fit_in_square(width: float, height: float, size: int) -> tuple[int, int, int, int]:
+    """Letterbox placement: a ``width`` x ``height`` picture scaled to fit a ``size`` square, centred.
+
+    Returns:
+        ``(w, h, x, y)`` in pixels: the scaled size (each side >= 1, rounded) and the top-left
+        corner of the picture inside the square.
+    """
+    s = size / max(width, height)
+    w, h = max(1, round(width * s)), max(1, round(height * s))
+    return w, h, (size - w) // 2, (size - h) // 2
 
 
 def heatmap_cell_xy(cb: Cropbox, heatmap_size: int) -> np.ndarray:

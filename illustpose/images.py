@@ -25,8 +25,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
+from .fileio import atomic_path
 
-__all__ = ["IMAGE_EXTENSIONS", "load_image", "normalize_mode", "iter_image_files", "from_array"]
+__all__ = ["IMAGE_EXTENSIONS", "load_image", "normalize_mode", "iter_image_files", "from_array", "save_png"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -139,3 +140,19 @@ def iter_image_files(inputs: Iterable[str | os.PathLike], recursive: bool = True
                     yield f
         else:
             raise ImageError(f"{p}: no such file or folder")
+
+
+def save_png(path: str | os.PathLike, image: Image.Image, *, compress_level: int = 6) -> Path:
+    """Write a PIL image as PNG, atomically (:func:`illustpose.fileio.atomic_path`).
+
+    Args:
+        path: the file to create or replace (its folder is created).
+        image: any mode PNG stores (``L``, ``RGB``, ``RGBA``, ...).
+        compress_level: zlib level 0-9 (Pillow's default 6; lower is faster, larger).
+
+    Returns:
+        ``path`` as a Path.
+    """
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG", compress_level=compress_level)
+    return Path(path)

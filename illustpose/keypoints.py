@@ -28,11 +28,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .errors import IllustposeError
+from .errors import KeypointError, PoseFormatError
 
 __all__ = [
-    "KeypointError",
-    "PoseFormatError",
     "COCO_KEYPOINTS",
     "EXTRA_KEYPOINTS",
     "ALL_KEYPOINTS",
@@ -50,17 +48,14 @@ __all__ = [
     "coco_categories",
     "to_coco_annotation",
     "from_coco_annotation",
+    "coco_to_pose_keypoint",
     "flip_permutation",
     "mirror_keypoints",
 ]
 
 
-class KeypointError(IllustposeError, ValueError):
-    """A keypoint array or COCO annotation has the wrong shape, dtype or values."""
 
 
-class PoseFormatError(KeypointError):
-    """A POSE_KEYPOINT value (list of frame dicts, one frame dict, or its JSON) is malformed."""
 
 
 # --------------------------------------------------------------------------- schemas
@@ -498,12 +493,14 @@ def to_coco_annotation(
     image_id: int = 0,
     ann_id: int = 1,
     visibility_threshold: float = 0.0,
+    present=None,
 ) -> dict:
     """One COCO keypoint annotation (usable as ground truth and as a detection result).
 
     The model predicts a position for every joint, so every COCO joint is *labelled*:
     ``v = 2`` (visible) when its score ``>= visibility_threshold``, else ``v = 1`` (labelled,
-    not visible); ``v = 0`` is never written and ``num_keypoints`` is therefore 17.
+    not visible); ``num_keypoints`` is therefore 17.  Only joints marked absent in ``present``
+    (poses from files or with a score cut-off) get ``v = 0``, written ``0, 0, 0``.
 
     Args:
         keypoints_xy: array-like (17, 2) or (25, 2) of ``(x, y)`` pixels (:data:`COCO_KEYPOINTS`
@@ -514,6 +511,7 @@ def to_coco_annotation(
         image_id: the image's id.
         ann_id: the annotation id, ``>= 1`` (pycocotools treats id 0 as "unmatched").
         visibility_threshold: the score at and above which a joint gets ``v = 2``.
+        present: array-like (K,) bool, False for an absent joint (``v = 0``); None = all present.
 
     Returns:
         dict with ``id``, ``image_id``, ``category_id`` (1), ``bbox``, ``area`` (w*h),
@@ -537,6 +535,8 @@ def to_coco_annotation(
     if ann_id < 1:
         raise KeypointError(f"ann_id must be >= 1 (pycocotools ignores id 0), got {ann_id}")
     vis = np.where(score[:17] >= visibility_threshold, 2, 1)
+    if present is not None:
+        vis = np.where(_bool_vector(present, k, "present")[:17], vis, 0)
     ann = {
         "id": int(ann_id),
         "image_id": int(image_id),
@@ -544,7 +544,7 @@ def to_coco_annotation(
         "bbox": bbox.tolist(),
         "area": float(bbox[2] * bbox[3]),
         "iscrowd": 0,
-        "keypoints": [v for (x, y), s in zip(xy[:17].tolist(), vis.tolist()) for v in (x, y, s)],
+        "keypoints": [v for (x, y), s in zip(xy[:17].tolist(), vis.tolist()) for v in ((x, y, s) if s else (0.0, 0.0, 0))],
         "num_keypoints": int(np.count_nonzero(vis)),
         "keypoint_scores": score[:17].tolist(),
         "score": float(score[:17].mean()),
@@ -638,3 +638,29 @@ def mirror_keypoints(xy, width: float) -> np.ndarray:
     out = arr[..., list(flip_permutation(k)), :]
     out[..., 0] = width - out[..., 0]
     return out
+
+
+def coco_to_pose_keypoint(document) -> list[dict]:
+    """A COCO keypoint document as a POSE_KEYPOINT value: one frame per image, in order.
+
+    Each annotation of an image becomes one OpenPose-18 person (:func:`coco17_to_openpose18`)
+    whose visible joints (``v = 2``) are present; the canvas is the image's ``height`` x ``width``.
+
+    Args:
+        document: a COCO dict with ``images`` (``id``, ``height``, ``width``) and
+            ``annotations`` (``image_id``, ``keypoints``: 51 numbers ``[x, y, v] * 17``, pixels).
+
+    Raises:
+        PoseFormatError: a missing or malformed field (named).
+        KeypointError: malformed keypoints.
+    """
+    try:
+        frames, canvases = [], []
+        for im in document["images"]:
+            anns = [a for a in document["annotations"] if a["image_id"] == im["id"]]
+            frames.append([coco17_to_openpose18(xy, v == 2) for xy, v in map(from_coco_annotation, anns)])
+            canvases.append((im["height"], im["width"]))
+    except (KeyError, TypeError) as e:
+        raise PoseFormatError(f"not a COCO keypoints document: images need id, height and width, annotations "
+                              f"image_id and keypoints ({type(e).__name__}: {e})") from None
+    return to_pose_keypoint(frames, canvases)

@@ -1,99 +1,96 @@
-"""From a :class:`~illustpose.checkpoints.Checkpoint` to a ready network: which model it is,
-which hyper-parameters apply, and a strict, explained state-dict load."""
+"""From a :class:`~illustpose.checkpoints.Checkpoint` to a ready network: which model it is
+(:func:`expect_architecture`), which hyper-parameters apply (:func:`hparam`), and a strict,
+explained state-dict load (:func:`load_strict`, :func:`check_keys`).  Every model's facts come
+from :mod:`illustpose.registry`."""
 
 from __future__ import annotations
 
 import contextlib
-import json
-from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from .checkpoints import Checkpoint
 from .errors import CheckpointError, WrongModelError
+from .registry import TASKS, ModelWeights, architecture_weights, architectures, detect_architecture
 
-__all__ = [
-    "MODEL_KINDS",
-    "RELEASED_HPARAMS",
-    "detect_kind",
-    "expect_kind",
-    "hparam",
-    "load_strict",
-    "read_tag_names",
-]
-
-#: Model kinds a checkpoint can hold.
-MODEL_KINDS = ("segmenter", "tagger", "feat_match", "feat_concat")
-
-#: Hyper-parameters of the released checkpoints (``shared/reference/checkpoint-formats.md`` §4,
-#: reported from the real files).  Used only when a file carries none (the HF ``.pth``
-#: repackaging); a Lightning or illustpose file's own values always win.
-RELEASED_HPARAMS: dict[str, dict[str, Any]] = {
-    "segmenter": {"largs": {"bg_seg": {"size": 256}}},
-    "tagger": {"largs": {"danbooru_sfw": {"size": 256}}},
-    "feat_match": {"largs": {"danbooru_coco": {"size": 256, "padding": 0.1}, "danbooru_sfw": {"size": 256}},
-                   "margs": {"size": 128}},
-    "feat_concat": {"largs": {"danbooru_coco": {"size": 256, "padding": 0.1}, "danbooru_sfw": {"size": 256}},
-                    "margs": {"size": 128}},
-}
-
-_DESCRIPTIONS = {
-    "segmenter": "a character segmenter (reference alaska.py)",
-    "tagger": "a Danbooru tagger (reference kate.py)",
-    "feat_match": "a feat_match pose estimator (reference fermat.py)",
-    "feat_concat": "a feat_concat pose estimator (reference passup.py)",
-}
+__all__ = ["expect_architecture", "hparam", "check_keys", "load_strict"]
 
 
-def detect_kind(state_dict: Mapping[str, torch.Tensor]) -> str | None:
-    """Which model a Lightning-keyed state dict holds, from its key names; None if unknown.
-
-    segmenter: ``deeplab.*``; feat_match: ``keypoint_head.matcher_rcnn.*``; feat_concat:
-    ``keypoint_head.*`` without the matcher; tagger: ``resnet.fc.weight``.
-    """
-    if any(k.startswith("deeplab.") for k in state_dict):
-        return "segmenter"
-    if any(k.startswith("keypoint_head.") for k in state_dict):
-        return "feat_match" if any(k.startswith("keypoint_head.matcher_rcnn.") for k in state_dict) else "feat_concat"
-    if "resnet.fc.weight" in state_dict:
-        return "tagger"
-    return None
+def _described(architecture: str) -> str:
+    """``a feat_match pose estimator (reference fermat.py)``, ``a Danbooru tagger (reference kate.py)``."""
+    w = architecture_weights(architecture)
+    noun = next(t.noun for t in TASKS if t.name == w.task)
+    name = f"{w.architecture} {noun}" if len(architectures(w.task)) > 1 else noun
+    return f"a {name} (reference {w.reference.rsplit('/', 1)[-1]})"
 
 
-def expect_kind(ckpt: Checkpoint, wanted: tuple[str, ...]) -> str:
-    """Return the checkpoint's kind if it is one of ``wanted``.
+def expect_architecture(ckpt: Checkpoint, task: str | None = None) -> ModelWeights:
+    """The registry record of the checkpoint's architecture, if it is one of ``task``'s (any
+    registered architecture when ``task`` is None).
+
+    Returns:
+        the architecture's preferred :class:`~illustpose.registry.ModelWeights` (its facts:
+        builder, hyper-parameters, names).
 
     Raises:
-        WrongModelError: the file holds another model (the message names both), or nothing
-            recognisable.
+        CheckpointError: the file's metadata names another architecture than its tensors.
+        WrongModelError: the file holds another task's model (the message names both), or
+            nothing recognisable.
     """
-    kind = detect_kind(ckpt.state_dict)
+    arch = detect_architecture(ckpt.state_dict)
     declared = ckpt.metadata.get("model")
-    if declared and kind and declared != kind:
-        raise CheckpointError(f"{ckpt.path}: metadata says model '{declared}' but the tensors are {_DESCRIPTIONS[kind]}")
-    if kind in wanted:
-        return kind
-    asked = " or ".join(_DESCRIPTIONS[w] for w in wanted)
-    if kind is None:
+    if declared and arch and declared != arch:
+        raise CheckpointError(f"{ckpt.path}: metadata says model '{declared}' but the tensors are {_described(arch)}")
+    wanted = architectures(task)
+    if arch in wanted:
+        return architecture_weights(arch)
+    asked = " or ".join(_described(a) for a in wanted)
+    if arch is None:
         raise WrongModelError(f"{ckpt.path}: no known model's keys found; expected {asked}")
-    raise WrongModelError(f"{ckpt.path} holds {_DESCRIPTIONS[kind]}, but {asked} was asked for; pass the right file")
+    raise WrongModelError(f"{ckpt.path} holds {_described(arch)}, but {asked} was asked for; pass the right file")
 
 
-def hparam(ckpt: Checkpoint, kind: str, dotted: str):
+def hparam(ckpt: Checkpoint, weights: ModelWeights, dotted: str):
     """A hyper-parameter such as ``"largs.bg_seg.size"``: from the file, else the released value.
 
     Raises:
-        CheckpointError: neither the file nor :data:`RELEASED_HPARAMS` has it.
+        CheckpointError: neither the file nor the registry record has it.
     """
-    for source in (ckpt.hparams, RELEASED_HPARAMS[kind]):
-        node: Any = source
-        for part in dotted.split("."):
-            node = node.get(part) if isinstance(node, Mapping) else None
-        if node is not None:
-            return node
-    raise CheckpointError(f"{ckpt.path}: hyper-parameter '{dotted}' missing and no released default is known")
+    node: Any = ckpt.hparams
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, Mapping) else None
+    if node is None:
+        node = weights.hparam(dotted)
+    if node is None:
+        raise CheckpointError(f"{ckpt.path}: hyper-parameter '{dotted}' missing and no released default is known")
+    return node
+
+
+def check_keys(expected: Mapping[str, Sequence[int]], state_dict: Mapping[str, torch.Tensor], source: str,
+               what: str) -> None:
+    """Refuse a state dict whose names or shapes differ from ``expected`` in any way.
+
+    Args:
+        expected: ``{key: shape}`` the model needs.
+        state_dict: ``{key: tensor}`` from the file.
+        source: the file, for the message.
+        what: what is wrong when they differ (``"weights do not fit the model"``).
+
+    Raises:
+        CheckpointError: ``"<source>: <what>: missing a, b; unexpected c; wrong shapes
+            d: file (..) vs model (..)"``, at most six names per list.
+    """
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    shapes = [f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(expected[k])}"
+              for k in expected if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k])]
+    if missing or unexpected or shapes:
+        parts = [f"{label} {', '.join(items[:6])}" + (f", ... ({len(items)} in all)" if len(items) > 6 else "")
+                 for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shapes", shapes))
+                 if items]
+        raise CheckpointError(f"{source}: {what}: " + "; ".join(parts))
 
 
 @contextlib.contextmanager
@@ -131,17 +128,7 @@ def load_strict(build: Callable[[], nn.Module], state_dict: Mapping[str, torch.T
         module = build()
     sd = {k: v for k, v in state_dict.items() if not k.startswith(ignore_prefixes)}
     own = module.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in sd and sd[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        def show(items):
-            return ", ".join(items[:6]) + (f", ... ({len(items)} in all)" if len(items) > 6 else "")
-        parts = [f"missing {show(missing)}" if missing else "",
-                 f"unexpected {show(unexpected)}" if unexpected else "",
-                 f"wrong shapes {show(shapes)}" if shapes else ""]
-        raise CheckpointError(f"{source}: weights do not fit the model: " + "; ".join(p for p in parts if p))
+    check_keys({k: v.shape for k, v in own.items()}, sd, source, "weights do not fit the model")
     _assign(module, {k: v.to(own[k].dtype) for k, v in sd.items()})
     return module
 
@@ -159,25 +146,3 @@ def _assign(module: nn.Module, sd: Mapping[str, torch.Tensor]) -> None:
         for key, buf in mod._buffers.items():
             if buf is not None and key not in mod._non_persistent_buffers_set:
                 mod._buffers[key] = sd[prefix + key]
-
-
-def read_tag_names(path: str | Path) -> list[str]:
-    """Tag names in output order from a rules JSON (list of objects with ``name``, the
-    reference's ``*_rules.json``), a JSON list of strings, or a text file with one name per
-    line (blank lines ignored).
-
-    Raises:
-        CheckpointError: unreadable file or wrong structure.
-    """
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{p}: cannot read tag names ({e})") from None
-    if p.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-            return [r["name"] if isinstance(r, Mapping) else str(r) for r in data]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise CheckpointError(f"{p}: expected a JSON list of rules with a 'name' field, or of strings") from None
-    return [line.strip() for line in text.splitlines() if line.strip()]

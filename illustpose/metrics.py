@@ -54,12 +54,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import IllustposeError
+from .errors import MetricInputError
 from .geometry import xy_to_rc
 from .keypoints import COCO_KEYPOINTS, COCO_OKS_SIGMAS, COCO_SKELETON
 
 __all__ = [
-    "MetricInputError",
     "MetricResult",
     "JOINT_NAMES",
     "PCP_PARTS",
@@ -78,8 +77,6 @@ __all__ = [
 ]
 
 
-class MetricInputError(IllustposeError, ValueError):
-    """Arrays given to a metric have a wrong shape or values, or pycocotools is missing."""
 
 
 #: The 17 joint names, COCO order and spelling (:data:`illustpose.keypoints.COCO_KEYPOINTS`).

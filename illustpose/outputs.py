@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .checkpoints import atomic_write
+from .fileio import write_text
+from .images import save_png
 from .keypoints import to_coco_annotation
 from .pipeline import Annotation
 from .render import draw_skeleton
@@ -53,14 +54,6 @@ def caption(tags: TagResult, threshold: float = 0.5, *, underscores: bool = Fals
     return ", ".join(n for n, _ in select_tags(tags, threshold, exclude, not underscores, True, max_tags))
 
 
-def _write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
-def _write_png(path: Path, img: Image.Image) -> None:
-    atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
-
-
 def write_annotation(out_stem: Path, image: Image.Image, ann: Annotation, *, tag_threshold: float = 0.5,
                      underscores: bool = False, exclude_tags: str = "", max_tags: int = 0) -> list[Path]:
     """Write the files of one annotated image next to ``out_stem`` (``DIR/NAME``); returns their paths."""
@@ -74,20 +67,20 @@ def write_annotation(out_stem: Path, image: Image.Image, ann: Annotation, *, tag
 
     if ann.segmentation is not None:
         mask = ann.segmentation.mask
-        _write_png(path(".mask.png"), Image.fromarray(mask, "L"))
+        save_png(path(".mask.png"), Image.fromarray(mask, "L"))
         rgba = np.asarray(image.convert("RGBA")).copy()
         rgba[..., 3] = (rgba[..., 3].astype(np.uint16) * mask // 255).astype(np.uint8)
-        _write_png(path(".cutout.png"), Image.fromarray(rgba, "RGBA"))
+        save_png(path(".cutout.png"), Image.fromarray(rgba, "RGBA"))
     if ann.tags is not None:
-        _write_text(path(".tags.txt"), caption(ann.tags, tag_threshold, underscores=underscores,
+        write_text(path(".tags.txt"), caption(ann.tags, tag_threshold, underscores=underscores,
                                                     exclude=exclude_tags, max_tags=max_tags) + "\n")
-        _write_text(path(".tags.json"), json.dumps({"tags": ann.tags.scores}, indent=1) + "\n")
+        write_text(path(".tags.json"), json.dumps({"tags": ann.tags.scores}, indent=1) + "\n")
     if ann.pose is not None:
         p = ann.pose
         coco = to_coco_annotation(p.keypoints, p.scores, list(p.bbox_xywh))
         coco["image_size"] = {"height": p.image_size_hw[0], "width": p.image_size_hw[1]}
-        _write_text(path(".pose.json"), json.dumps(coco, indent=1) + "\n")
+        write_text(path(".pose.json"), json.dumps(coco, indent=1) + "\n")
         rgb = np.asarray(image.convert("RGB"))
         drawn = draw_skeleton(rgb, p.keypoints, p.scores, bbox_xywh=list(p.bbox_xywh))
-        _write_png(path(".pose.png"), Image.fromarray(drawn, "RGB"))
+        save_png(path(".pose.png"), Image.fromarray(drawn, "RGB"))
     return written

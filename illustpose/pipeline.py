@@ -8,10 +8,10 @@ from typing import Sequence
 import torch
 from PIL import Image
 
-from .pose import PoseEstimator
+from .models.pose import PoseEstimator
+from .models.segmenter import CharacterSegmenter
+from .models.tagger import DanbooruTagger
 from .results import PoseResult, SegmentationResult, TagResult
-from .segment import CharacterSegmenter
-from .tag import DanbooruTagger
 
 __all__ = ["Annotation", "Pipeline", "share_trunk"]
 

@@ -20,11 +20,10 @@ from numbers import Integral
 import cv2
 import numpy as np
 
-from .errors import ImageError, IllustposeError
+from .errors import ImageError, KeypointError, RenderError
 from .keypoints import (
     COCO_SKELETON,
     EXTRA_SKELETON,
-    KeypointError,
     _as_float,
     _float_array,
     as_openpose_person,
@@ -32,7 +31,6 @@ from .keypoints import (
 )
 
 __all__ = [
-    "RenderError",
     "OPENPOSE_LIMBS",
     "OPENPOSE_COLORS",
     "SKELETON_COLORS",
@@ -42,8 +40,6 @@ __all__ = [
 ]
 
 
-class RenderError(IllustposeError, ValueError):
-    """A drawing parameter (canvas size, resolution, widths) is invalid."""
 
 
 #: The 17 OpenPose limbs as 0-based OpenPose-18 index pairs, in cn_aux's drawing order

@@ -1,7 +1,7 @@
 """Where each model's weight files are, and how to get them.
 
-The known files are listed in ``weights/manifest.json`` (repo root), read once, lazily, into
-frozen :class:`WeightFile` records.  Two public sources exist:
+The known files are the :mod:`illustpose.registry`'s (:func:`~illustpose.registry.known_files`).
+Two public sources exist:
 
 * the community repackaging on Hugging Face (``public-data/bizarre-pose-estimator-models``):
   ``segmenter.pth``, ``tagger.pth`` and its tag list;
@@ -16,184 +16,36 @@ frozen :class:`WeightFile` records.  Two public sources exist:
 4. a ``bizarre_pose_models.zip`` already saved in one of those folders (extracted, no network);
 5. a download, unless offline: Hugging Face first, then the Drive zip (needs ``gdown``).
 
-In each folder the accepted names are, in order: our converted ``<model>.safetensors``, the
+In each folder the accepted names are, in order: our converted ``<kind>.safetensors``, the
 Hugging Face file name, then the authors' file at its path inside the zip or by its base name.
 
-Nothing here touches the network or ``os.environ`` at import.
+Nothing here touches the network or ``os.environ`` at import, and nothing imports torch.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
+import shutil
 import warnings
 import zipfile
 import zlib
-from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Sequence
 
-from .errors import IllustposeError, WeightsNotFoundError
+from .errors import WeightsNotFoundError
+from .fileio import atomic_path, sha256_file
+from .registry import DRIVE_ZIP, KnownFile, format_size, known_files
 
-__all__ = [
-    "MODEL_KINDS",
-    "POSE_MODELS",
-    "PACK_WEIGHTS_DIR",
-    "WeightFile",
-    "known_files",
-    "is_offline",
-    "resolve",
-    "tags_path_for",
-]
-
-#: Every model kind the registry knows.  ``tags`` is the tagger's tag-name file.
-MODEL_KINDS = (
-    "segmenter",
-    "tagger",
-    "tags",
-    "feat_match",
-    "feat_match+data",
-    "feat_concat",
-    "feat_concat+data",
-)
-#: Pose architectures: feat_match (reference ``fermat.py``) and feat_concat (``passup.py``, which
-#: adds a frozen Detectron2 Keypoint R-CNN); each has plain and ``+data`` weights.
-POSE_MODELS = ("feat_match", "feat_concat")
-_FORMATS = ("lightning", "hf_pth", "tags_txt", "rules_json")
-_SOURCES = ("hf", "drive_zip")
+__all__ = ["PACK_WEIGHTS_DIR", "is_offline", "resolve", "tags_path_for"]
 
 #: The pack's ``weights/`` folder (repo root), searched after ``search_dirs``; the default
 #: download destination.  Computed from this file's location, nothing is read at import.
 PACK_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-_MANIFEST_PATH = PACK_WEIGHTS_DIR / "manifest.json"
 _TRUE = {"1", "ON", "YES", "TRUE"}  # huggingface_hub's ENV_VARS_TRUE_VALUES
 
 
-@dataclass(frozen=True)
-class WeightFile:
-    """One known file (an entry of ``weights/manifest.json``).
-
-    Attributes:
-        name: local file name (Hugging Face files) or path inside ``bizarre_pose_models.zip``
-            (the authors' files, POSIX separators).
-        model: one of :data:`MODEL_KINDS`.
-        format: ``lightning``, ``hf_pth``, ``tags_txt`` or ``rules_json``.
-        source: ``hf`` (uses ``repo_id`` + ``filename``) or ``drive_zip`` (uses ``zip_member``).
-        url: where a person gets it: the HF ``resolve/main`` URL, or the Drive folder URL.
-        size: approximate size in bytes, or None when unknown (for messages only).
-        sha256: exact hex digest, verified after download; None when unknown.
-        companions: names of files that must sit beside this one (the tagger's tag names).
-        notes: which facts about this entry are assumed.
-    """
-
-    name: str
-    model: str
-    format: str
-    source: str
-    url: str
-    size: int | None = None
-    sha256: str | None = None
-    repo_id: str | None = None
-    filename: str | None = None
-    zip_member: str | None = None
-    companions: tuple[str, ...] = ()
-    notes: str = ""
-
-    @property
-    def basename(self) -> str:
-        """The file's base name (``feat_match.ckpt``)."""
-        return PurePosixPath(self.name).name
-
-    def local_names(self) -> tuple[str, ...]:
-        """Relative paths accepted in a folder: ``name``, then the base name if different."""
-        return (self.name,) if self.basename == self.name else (self.name, self.basename)
-
-    def describe(self) -> str:
-        """One line for error messages: name, size, where to get it."""
-        if self.source == "hf":
-            return f"{self.name} ({_fmt_size(self.size)}) from {self.url}"
-        z = _manifest()["drive_zip"]
-        return (
-            f"{self.basename} ({_fmt_size(self.size)}): member '{self.zip_member}' of "
-            f"{z['zip_name']} ({_fmt_size(z.get('size'))}) in the Google Drive folder {self.url}"
-        )
-
-
-def _fmt_size(n: int | None) -> str:
-    if n is None:
-        return "size unknown"
-    return f"about {n / 1e9:.2f} GB" if n >= 1e9 else f"about {max(n / 1e6, 0.01):.3g} MB"
-
-
-@lru_cache(maxsize=1)
-def _manifest() -> dict:
-    """Parse and validate ``weights/manifest.json`` once.  Raises IllustposeError if broken."""
-    where = _MANIFEST_PATH
-    try:
-        raw = json.loads(where.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise IllustposeError(
-            f"weights manifest not found: expected {where} (it ships with the pack's weights/ "
-            "folder); reinstall illustpose from its repository."
-        ) from None
-    except json.JSONDecodeError as e:
-        raise IllustposeError(f"weights manifest {where} is not valid JSON: {e}") from None
-    hf, drive = raw["hf"], raw["drive_zip"]
-    files = []
-    for i, e in enumerate(raw["files"]):
-        src = e.get("source", {})
-        bad = (
-            e.get("model") not in MODEL_KINDS
-            or e.get("format") not in _FORMATS
-            or src.get("type") not in _SOURCES
-            or (src.get("type") == "hf" and not (src.get("repo_id") and src.get("filename")))
-            or (src.get("type") == "drive_zip" and not src.get("zip_member"))
-        )
-        if bad:
-            raise IllustposeError(
-                f"weights manifest {where}: entry {i} ({e.get('name')!r}) is invalid; expected "
-                f"model in {MODEL_KINDS}, format in {_FORMATS}, source.type in {_SOURCES} with "
-                f"its fields; got {e!r}"
-            )
-        if src["type"] == "hf":
-            url = f"https://huggingface.co/{src['repo_id']}/resolve/main/{src['filename']}"
-        else:
-            url = drive["folder_url"]
-        files.append(
-            WeightFile(
-                name=e["name"],
-                model=e["model"],
-                format=e["format"],
-                source=src["type"],
-                url=url,
-                size=e.get("size"),
-                sha256=e.get("sha256"),
-                repo_id=src.get("repo_id"),
-                filename=src.get("filename"),
-                zip_member=src.get("zip_member"),
-                companions=tuple(e.get("companions", ())),
-                notes=e.get("notes", ""),
-            )
-        )
-    return {"hf": hf, "drive_zip": drive, "files": tuple(files)}
-
-
-def known_files(model: str | None = None) -> tuple[WeightFile, ...]:
-    """The known files of ``model`` (all files if None), in download preference order.
-
-    Raises:
-        ValueError: ``model`` is not one of :data:`MODEL_KINDS` (the message lists them).
-        IllustposeError: the manifest is missing or invalid.
-    """
-    if model is not None and model not in MODEL_KINDS:
-        raise ValueError(f"unknown model {model!r}; expected one of: {', '.join(MODEL_KINDS)}")
-    return tuple(f for f in _manifest()["files"] if model is None or f.model == model)
-
-
-def _by_name(name: str) -> WeightFile:
-    return next(f for f in _manifest()["files"] if f.name == name)
+def _by_name(name: str) -> KnownFile:
+    return next(f for f in known_files() if f.name == name)
 
 
 def is_offline(offline: bool | None = None) -> bool:
@@ -257,7 +109,7 @@ def resolve(
     then the HF name, then the authors' file at its zip path or by its base name.
 
     Args:
-        model: one of :data:`MODEL_KINDS`.
+        model: a weights kind of :data:`illustpose.registry.WEIGHTS_KINDS`.
         path: explicit weight file; it must exist.  A folder is searched first instead.
         search_dirs: extra folders, searched in order (ComfyUI's ``models/illustpose``).  The
             first one is the download destination; without any, the pack's ``weights/``.
@@ -297,7 +149,7 @@ def resolve(
             return hit
 
     drive_files = [f for f in files if f.source == "drive_zip"]
-    zip_name = _manifest()["drive_zip"]["zip_name"]
+    zip_name = DRIVE_ZIP.zip_name
     for d in dirs:
         if drive_files and (d / zip_name).is_file():
             return _extract(d / zip_name, drive_files[0], d, owned=False)
@@ -314,7 +166,7 @@ def resolve(
             if f.source == "hf":
                 return _download_hf(f, dest, progress)
             if failures:
-                size = _fmt_size(_manifest()["drive_zip"].get("size"))
+                size = format_size(DRIVE_ZIP.size)
                 warnings.warn(f"download failed: {failures[-1]}; trying the authors' Drive zip "
                               f"instead ({size})", stacklevel=2)
             return _extract(_fetch_drive_zip(cache_dir, progress), f, dest, owned=True)
@@ -326,7 +178,7 @@ def resolve(
 
 
 def _missing(model: str, dirs: list[Path], reason: str) -> str:
-    zip_name = _manifest()["drive_zip"]["zip_name"]
+    zip_name = DRIVE_ZIP.zip_name
     lines = [
         f"No weights for {model!r} were found, and {reason}.",
         f"Looked for {', '.join(_candidates(model))} in:",
@@ -346,7 +198,7 @@ def _missing(model: str, dirs: list[Path], reason: str) -> str:
     return "\n".join(lines)
 
 
-def _download_hf(f: WeightFile, dest: Path, progress: bool) -> Path:
+def _download_hf(f: KnownFile, dest: Path, progress: bool) -> Path:
     """``hf_hub_download(repo_id, filename, local_dir=dest)`` for ``f`` and its companions."""
     try:
         import huggingface_hub
@@ -365,14 +217,14 @@ def _download_hf(f: WeightFile, dest: Path, progress: bool) -> Path:
 
         kw["tqdm_class"] = _Quiet
 
-    def get(g: WeightFile) -> Path:
+    def get(g: KnownFile) -> Path:
         got = Path(huggingface_hub.hf_hub_download(
             repo_id=g.repo_id, filename=g.filename, local_dir=str(dest), **kw
         ))
-        if g.sha256 and _file_sha256(got) != g.sha256:
+        if g.sha256 and sha256_file(got) != g.sha256:
             got.unlink()
             raise WeightsNotFoundError(
-                f"{g.url}: downloaded file's sha256 differs from the manifest's {g.sha256}; "
+                f"{g.url}: downloaded file's sha256 differs from the registry's {g.sha256}; "
                 "the file was removed; try again later or report it."
             )
         return got
@@ -385,12 +237,6 @@ def _download_hf(f: WeightFile, dest: Path, progress: bool) -> Path:
             warnings.warn(f"{f.name} was downloaded but its companion failed: "
                           f"{c.describe()}: {e}", stacklevel=3)
     return got
-
-
-def _file_sha256(path: Path) -> str:
-    from .checkpoints import file_sha256  # imports torch: only when a digest is known
-
-    return file_sha256(path)
 
 
 def _import_gdown():
@@ -411,50 +257,49 @@ def _fetch_drive_zip(cache_dir: str | os.PathLike | None, progress: bool) -> Pat
     The download goes to ``<zip>.incomplete`` and is renamed only once it reads as a zip, so
     the cache never holds a truncated archive.
     """
-    z = _manifest()["drive_zip"]
+    z = DRIVE_ZIP
     cache = Path(cache_dir) if cache_dir else (
         Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "illustpose"
     )
-    final = cache / z["zip_name"]
+    final = cache / z.zip_name
     if final.is_file() and zipfile.is_zipfile(final):
         return final
     gdown = _import_gdown()
-    listing = gdown.download_folder(url=z["folder_url"], skip_download=True, quiet=not progress)
-    entry = next((x for x in listing or () if Path(x.path).name == z["zip_name"]), None)
+    listing = gdown.download_folder(url=z.folder_url, skip_download=True, quiet=not progress)
+    entry = next((x for x in listing or () if Path(x.path).name == z.zip_name), None)
     if entry is None:
         found = ", ".join(Path(x.path).name for x in listing or ()) or "nothing"
         raise WeightsNotFoundError(
-            f"the Google Drive folder {z['folder_url']} has no {z['zip_name']} "
+            f"the Google Drive folder {z.folder_url} has no {z.zip_name} "
             f"(found: {found}); download the needed files by hand"
         )
     cache.mkdir(parents=True, exist_ok=True)
-    part = cache / (z["zip_name"] + ".incomplete")
+    part = cache / (z.zip_name + ".incomplete")
     out = gdown.download(id=entry.id, output=str(part), quiet=not progress, resume=True)
     if not out or not part.is_file():
         raise WeightsNotFoundError(
-            f"Google Drive did not serve {z['zip_name']} (often its download quota for large "
-            f"files); download it by hand from {z['folder_url']}"
+            f"Google Drive did not serve {z.zip_name} (often its download quota for large "
+            f"files); download it by hand from {z.folder_url}"
         )
     if not zipfile.is_zipfile(part):
         got = part.stat().st_size
         part.unlink()
         raise WeightsNotFoundError(
-            f"the download of {z['zip_name']} is truncated or not a zip: got {got} bytes, "
-            f"expected {_fmt_size(z.get('size'))}; it was deleted, run again"
+            f"the download of {z.zip_name} is truncated or not a zip: got {got} bytes, "
+            f"expected {format_size(z.size)}; it was deleted, run again"
         )
     os.replace(part, final)
     return final
 
 
-def _extract(zip_path: Path, f: WeightFile, dest: Path, *, owned: bool) -> Path:
+def _extract(zip_path: Path, f: KnownFile, dest: Path, *, owned: bool) -> Path:
     """Extract ``f`` (and its zip companions) from ``zip_path`` to ``dest/<zip member>``.
 
-    Each member is written to a temporary file and renamed into place after its CRC checked
-    out, so no partial file is ever left.  ``owned``: the zip is our cache (deleted if damaged).
+    Each member is written atomically (:func:`~illustpose.fileio.atomic_path`) once zipfile has
+    checked its CRC and, when the registry knows it, its sha256, so no partial or wrong file is
+    ever left.  ``owned``: the zip is our cache (deleted if damaged).
     Raises WeightsNotFoundError if the zip is damaged or lacks ``f``'s member.
     """
-    from .checkpoints import atomic_write  # imports torch: keep `import weights` light
-
     wanted = [f] + [c for c in map(_by_name, f.companions) if c.source == "drive_zip"]
     try:
         with zipfile.ZipFile(zip_path) as zf:
@@ -470,21 +315,13 @@ def _extract(zip_path: Path, f: WeightFile, dest: Path, *, owned: bool) -> Path:
                             msg + "; is it the authors' bizarre_pose_models.zip?")
                     warnings.warn(msg + f" (needed beside {f.basename})", stacklevel=3)
                     continue
-                target = dest / g.zip_member
-
-                def write(tmp, member=member, g=g):
-                    h = hashlib.sha256()
+                with atomic_path(dest / g.zip_member) as tmp:
                     with zf.open(member) as src, open(tmp, "wb") as dst:
-                        while block := src.read(1 << 20):  # zipfile checks CRC at the end
-                            h.update(block)
-                            dst.write(block)
-                    if g.sha256 and h.hexdigest() != g.sha256:
+                        shutil.copyfileobj(src, dst, 1 << 20)  # zipfile checks the CRC at the end
+                    digest = sha256_file(tmp) if g.sha256 else None
+                    if digest != g.sha256:
                         raise WeightsNotFoundError(
-                            f"{zip_path}: member '{member}' has sha256 {h.hexdigest()}, "
-                            f"expected {g.sha256}"
-                        )
-
-                atomic_write(target, write)
+                            f"{zip_path}: member '{member}' has sha256 {digest}, expected {g.sha256}")
     except (zipfile.BadZipFile, zlib.error, EOFError) as e:
         if owned:
             Path(zip_path).unlink(missing_ok=True)

@@ -1,22 +1,20 @@
-"""Which node API this ComfyUI offers, and the socket types the pack defines.
+"""The ComfyUI node API the pack uses (V3, ``comfy_api.latest``, ComfyUI 0.3.48 and later) and the
+socket types the pack defines.
 
-``comfy_api.latest`` (ComfyUI >= 0.3.48) gives the real V3 ``io``; older ComfyUI gets
-:mod:`._v1`, which derives the V1 contract from the same definitions.
+The pack declares ``requires-comfyui >= 0.3.48`` (pyproject.toml), the first release with the
+V3 API, so it carries no V1 fallback: on an older ComfyUI the import fails with a message that
+says to update.
 """
 
 from __future__ import annotations
 
 try:
     from comfy_api.latest import ComfyExtension, io
+except ImportError as e:  # ComfyUI before 0.3.48
+    raise ImportError(f"illustpose needs ComfyUI 0.3.48 or newer (its V3 node API, comfy_api.latest): {e}; "
+                      "update ComfyUI") from None
 
-    V3 = True
-except ImportError:
-    from . import _v1 as io
-
-    ComfyExtension = None
-    V3 = False
-
-__all__ = ["V3", "io", "ComfyExtension", "SEGMENTER", "TAGGER", "POSE_MODEL", "POSE_KEYPOINT", "BBOX"]
+__all__ = ["io", "ComfyExtension", "SEGMENTER", "TAGGER", "POSE_MODEL", "POSE_KEYPOINT", "BBOX"]
 
 #: Model handles made by the loader nodes (a loaded illustpose detector).
 SEGMENTER = io.Custom("ILLUSTPOSE_SEGMENTER")

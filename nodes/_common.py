@@ -1,4 +1,5 @@
-"""What every node shares: ComfyUI tensors <-> library images, device moves, progress, errors.
+"""What every node shares: ComfyUI tensors <-> library images, device moves, progress, errors,
+and the input definitions (with their tooltips) that several nodes use.
 
 ComfyUI's IMAGE is a float tensor ``[B, H, W, C]`` in 0..1 (C = 3, sometimes 4 with alpha, or 1)
 and MASK a float tensor ``[B, H, W]`` (or ``[H, W]``) in 0..1.  The library takes 8-bit PIL
@@ -21,10 +22,16 @@ from PIL import Image
 from illustpose.errors import IllustposeError
 from illustpose.images import from_array
 
+from ._api import SEGMENTER, io
+
 __all__ = [
     "IllustposeNodeError", "reports_errors", "split_alpha", "fit_mask", "to_pil_images", "image_tensor",
-    "to_output", "on_device", "map_with_progress",
+    "to_output", "on_device", "map_with_progress", "MAX_RESOLUTION", "transparency_input", "xinsr_input",
+    "resolution_input", "box_segmenter_input",
 ]
+
+#: Largest OpenPose / preview side a node accepts, in pixels.
+MAX_RESOLUTION = 16384
 
 #: Memory asked of ComfyUI on top of a model's weights before it moves in: an allowance for one
 #: image's activations (the models work at a 256 px short side).
@@ -119,3 +126,31 @@ def map_with_progress(fn, items) -> list:
         out.append(fn(item))
         bar.update(1)
     return out
+
+
+# --------------------------------------------------------------------------- shared inputs
+
+
+def transparency_input() -> io.Mask.Input:
+    """The optional MASK of the image's transparency, in Load Image's convention."""
+    return io.Mask.Input("transparency", optional=True, tooltip=(
+        "The image's transparency as Load Image outputs it (1 = transparent); transparent pixels become white "
+        "before the model runs, as the reference does for RGBA files."))
+
+
+def xinsr_input() -> io.Boolean.Input:
+    """cn_aux's limb widening for xinsir's SDXL OpenPose ControlNet."""
+    return io.Boolean.Input("xinsr_stick_scaling", default=False, tooltip=(
+        "Thicker limbs on large images, for xinsir's SDXL OpenPose ControlNet (cn_aux's option)."))
+
+
+def resolution_input(default: int, zero: str) -> io.Int.Input:
+    """The OpenPose image's short side; ``zero`` says what 0 keeps."""
+    return io.Int.Input("resolution", default=default, min=0, max=MAX_RESOLUTION, step=64, tooltip=(
+        f"Short side of the OpenPose image in pixels (resized as the DWPose node does); 0 = {zero}."))
+
+
+def box_segmenter_input(fallback: str = "without it the whole image is the box") -> SEGMENTER.Input:
+    """The optional segmenter that finds the character's box for a pose model."""
+    return SEGMENTER.Input("segmenter", optional=True, tooltip=(
+        f"Finds the character's box for the pose model, as the reference and the CLI do; {fallback}."))

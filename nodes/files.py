@@ -11,8 +11,11 @@ import folder_paths
 import numpy as np
 from PIL import Image
 
-from illustpose.checkpoints import atomic_write
-from illustpose.keypoints import coco17_to_openpose18, from_coco_annotation, parse_pose_keypoint, to_pose_keypoint
+from illustpose.datasets import merge_coco, write_coco
+from illustpose.errors import DatasetError
+from illustpose.fileio import write_text
+from illustpose.images import save_png
+from illustpose.keypoints import coco_to_pose_keypoint, parse_pose_keypoint
 
 from ._api import POSE_KEYPOINT, io
 from ._common import IllustposeNodeError, reports_errors
@@ -46,10 +49,6 @@ def output_stems(filename_prefix: str, count: int, filenames: list[str] | None, 
     return stems
 
 
-def _write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
 def _frames(value) -> list:
     """The frame dicts of one POSE_KEYPOINT value (list, dict or JSON), validated."""
     value = json.loads(value) if isinstance(value, str) else value
@@ -58,38 +57,13 @@ def _frames(value) -> list:
     return frames
 
 
-def merge_coco(texts: list[str]) -> dict:
-    """COCO keypoint files (JSON text) -> one, image and annotation ids renumbered from 1."""
-    images, annotations = [], []
+def _coco(texts: list[str]) -> dict:
+    """The COCO keypoints JSON texts of every run, merged (ids renumbered from 1)."""
     try:
-        datasets = [json.loads(t) for t in texts]
-        for d in datasets:
-            ids = {}
-            for im in d["images"]:
-                ids[im["id"]] = len(images) + 1
-                images.append({**im, "id": ids[im["id"]]})
-            annotations += [{**a, "image_id": ids[a["image_id"]]} for a in d["annotations"]]
-        categories = datasets[0]["categories"]
-    except (json.JSONDecodeError, KeyError, TypeError, IndexError) as e:
-        raise IllustposeNodeError(f"coco_json is not a COCO keypoints file ({type(e).__name__}: {e}); "
-                                  "connect Illustrated Pose's coco_json") from None
-    for i, a in enumerate(annotations):
-        a["id"] = i + 1
-    return {"images": images, "annotations": annotations, "categories": categories}
-
-
-def coco_to_pose_keypoint(data: dict) -> list[dict]:
-    """A COCO keypoints file -> POSE_KEYPOINT, one frame per image; joints with v = 2 are present."""
-    try:
-        frames, canvases = [], []
-        for im in data["images"]:
-            anns = [a for a in data["annotations"] if a["image_id"] == im["id"]]
-            frames.append([coco17_to_openpose18(xy, v == 2) for xy, v in map(from_coco_annotation, anns)])
-            canvases.append((im["height"], im["width"]))
-    except (KeyError, TypeError) as e:
-        raise IllustposeNodeError(f"not a COCO keypoints file: images need id, height and width, annotations "
-                                  f"image_id and keypoints ({type(e).__name__}: {e})") from None
-    return to_pose_keypoint(frames, canvases)
+        return merge_coco([json.loads(t) for t in texts])
+    except (json.JSONDecodeError, DatasetError) as e:
+        raise IllustposeNodeError(f"coco_json is not a COCO keypoints file ({e}); connect Illustrated Pose's "
+                                  "coco_json") from None
 
 
 def _json_files(root: str) -> list[str]:
@@ -127,7 +101,7 @@ class SavePoseKeypoints(io.ComfyNode):
     @reports_errors
     def execute(cls, pose_keypoint, filename_prefix, per_image, coco_json=None, filenames=None):
         frames = [f for value in pose_keypoint for f in _frames(value)]
-        coco = merge_coco(coco_json) if coco_json else None
+        coco = _coco(coco_json) if coco_json else None
         for what, items in (("coco_json", coco["images"] if coco else None), ("filenames", filenames)):
             if items and len(items) != len(frames):
                 raise IllustposeNodeError(f"{what} holds {len(items)} images but pose_keypoint {len(frames)} frames; "
@@ -141,14 +115,12 @@ class SavePoseKeypoints(io.ComfyNode):
             stems, groups = output_stems(filename_prefix[0], 1, None), [list(range(len(frames)))]
         written = []
         for stem, idx in zip(stems, groups):
-            _write_text(stem.with_name(stem.name + ".json"), json.dumps([frames[i] for i in idx], indent=1))
-            written.append(stem.with_name(stem.name + ".json"))
+            written.append(write_text(stem.with_name(stem.name + ".json"), json.dumps([frames[i] for i in idx], indent=1)))
             if coco:
                 ids = {coco["images"][i]["id"] for i in idx}
-                part = {**coco, "images": [coco["images"][i] for i in idx],
-                        "annotations": [a for a in coco["annotations"] if a["image_id"] in ids]}
-                _write_text(stem.with_name(stem.name + ".coco.json"), json.dumps(part, indent=1))
-                written.append(stem.with_name(stem.name + ".coco.json"))
+                written.append(write_coco(stem.with_name(stem.name + ".coco.json"), [coco["images"][i] for i in idx],
+                                          [a for a in coco["annotations"] if a["image_id"] in ids],
+                                          description=coco["info"]["description"]))
         out = folder_paths.get_output_directory()
         return io.NodeOutput(ui={"text": [os.path.relpath(p, out) for p in written]})
 
@@ -229,11 +201,10 @@ class SaveCaptions(io.ComfyNode):
         saved = []
         for i, (stem, text) in enumerate(zip(stems, tags)):
             text = text.replace("_", " ") if replace_underscores[0] else text
-            _write_text(stem.with_name(stem.name + ".txt"), ", ".join(t for t in (lead, text) if t))
+            write_text(stem.with_name(stem.name + ".txt"), ", ".join(t for t in (lead, text) if t))
             if pixels is not None:
-                png = stem.with_name(stem.name + ".png")
-                img = Image.fromarray(np.clip(255.0 * pixels[i].cpu().numpy(), 0, 255).astype(np.uint8))
-                atomic_write(png, lambda tmp, img=img: img.save(tmp, format="PNG", compress_level=4))
+                img = Image.fromarray(np.clip(255.0 * pixels[i].cpu().numpy(), 0, 255).astype(np.uint8))  # SaveImage's rule
+                png = save_png(stem.with_name(stem.name + ".png"), img, compress_level=4)
                 subfolder = os.path.relpath(png.parent, out)
                 saved.append({"filename": png.name, "subfolder": "" if subfolder == "." else subfolder,
                               "type": "output"})

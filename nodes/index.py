@@ -5,44 +5,37 @@ Index files live in ``ComfyUI/models/illustpose/indexes/`` (``folder_paths`` key
 ``illustpose_indexes``, so ``extra_model_paths.yaml`` can add folders) or at an absolute path.
 An index stores a source path per pose, not pixels, and images coming from a graph have no
 file: Pose Index Add saves each as a PNG in ``<index stem>_images/`` beside the index (named
-after its label, else ``image_<content hash>``) and records that path; Pose Index Query loads
-its results from the sources (a missing file gives a grey placeholder).  Open indexes are
+after its label, else ``image_<content hash>``) and records that path
+(:class:`illustpose.retrieval.ingest.Ingest`); Pose Index Query loads its results from the
+sources (:mod:`illustpose.retrieval.preview`; a missing file gives a grey placeholder).  Open indexes are
 cached by path while the file keeps its inode and mtime; a handle reads rows added since (by
 any process) at each query, so repeated queries do not rebuild the search matrix.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import re
 from collections import OrderedDict
-from io import BytesIO
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import folder_paths
-import numpy as np
-from PIL import Image
 
-from illustpose.checkpoints import atomic_write
-from illustpose.errors import ImageError
-from illustpose.images import load_image
-from illustpose.keypoints import OpenPosePerson, coco17_to_openpose18, parse_pose_keypoint
+from illustpose.keypoints import parse_pose_keypoint
 from illustpose.pipeline import Pipeline
-from illustpose.render import draw_openpose
-from illustpose.retrieval import DEFAULT_MIN_JOINTS, IndexEntry, PoseIndex, PoseKeypoints, StoredEntry
+from illustpose.retrieval import DEFAULT_MIN_JOINTS, PoseIndex, PoseKeypoints
+from illustpose.retrieval.ingest import Ingest
+from illustpose.retrieval.preview import pose_image, reference_image
 
-from ._api import POSE_KEYPOINT, POSE_MODEL, SEGMENTER, io
-from ._common import IllustposeNodeError, image_tensor, map_with_progress, on_device, reports_errors, to_pil_images
-from .pose import MAX_RESOLUTION
+from ._api import POSE_KEYPOINT, POSE_MODEL, io
+from ._common import (MAX_RESOLUTION, IllustposeNodeError, box_segmenter_input, image_tensor, map_with_progress,
+                      on_device, reports_errors, to_pil_images)
 
 FOLDER = "illustpose_indexes"
 DEFAULT_INDEX = "pose_references.sqlite"
 CACHE_SIZE = 4  # index files kept open (each holds its search matrix)
 MAX_K = 100
-PLACEHOLDER_GREY = 128
 
 folder_paths.add_model_folder_path(FOLDER, os.path.join(folder_paths.models_dir, "illustpose", "indexes"))
 _open: OrderedDict = OrderedDict()  # realpath -> (file identity, PoseIndex)
@@ -112,7 +105,7 @@ def index_fingerprint(index) -> list | float:
     return state
 
 
-# --------------------------------------------------------------------------- adding
+# --------------------------------------------------------------------------- adding and querying
 
 
 def _labels(sources: str, count: int, what: str) -> list:
@@ -124,85 +117,9 @@ def _labels(sources: str, count: int, what: str) -> list:
     return lines or [None] * count
 
 
-def _png(image: Image.Image) -> tuple[bytes, str]:
-    """The image as PNG bytes and their sha256 (the entry's content hash, as the CLI hashes files)."""
-    buf = BytesIO()
-    image.save(buf, format="PNG", compress_level=4)
-    data = buf.getvalue()
-    return data, hashlib.sha256(data).hexdigest()
-
-
-def save_reference(folder: Path, data: bytes, sha: str, label: str | None) -> Path:
-    """Write PNG ``data`` as ``folder/<label's stem>.png`` (``image_<sha>.png`` without a label)
-    and return the path.  A file of that name with other content is kept and this one gets
-    ``_<sha8>`` appended; a file with this content is not written again."""
-    stem = re.sub(r"[^\w.-]+", "_", PurePosixPath(label.replace("\\", "/")).stem).strip("._") if label else ""
-    path = folder / f"{stem or 'image_' + sha[:16]}.png"
-    if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() != sha:
-        path = path.with_name(f"{path.stem}_{sha[:8]}.png")
-    if not path.is_file():
-        atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
-    return path
-
-
-def images_folder(index: PoseIndex) -> Path:
-    return index.path.with_name(f"{index.path.stem}_images")
-
-
-def estimated_entries(index: PoseIndex, images: list, labels: list, pipeline: Pipeline,
-                      allow_duplicates: bool) -> tuple[list, int]:
-    """Entries for images whose poses the pipeline estimates; images already indexed (same PNG
-    hash) are skipped before the model runs.  Returns (entries, images skipped)."""
-    folder = images_folder(index)
-
-    def entry(i: int) -> IndexEntry | None:
-        data, sha = _png(images[i])
-        if not allow_duplicates and index.has_content(sha):
-            return None
-        result = pipeline.annotate([images[i]])[0].pose
-        source = save_reference(folder, data, sha, labels[i])
-        return IndexEntry.from_pose_result(result, str(source), sha256=sha,
-                                           tags={"label": labels[i]} if labels[i] else None)
-
-    with on_device(pipeline.segmenter, pipeline.pose):
-        entries = map_with_progress(entry, range(len(images)))
-    return [e for e in entries if e is not None], entries.count(None)
-
-
-def keypoint_entries(index: PoseIndex, frames: list, images: list | None, labels: list) -> list:
-    """One entry per person with a joint in each POSE_KEYPOINT frame (17 COCO joints, bbox = the
-    joints' extent).  With images (one per frame) the keypoints are scaled from the frame's
-    canvas to the image and the source is the saved image, else the frame's label or
-    ``pose_<hash>`` (``#person`` appended when a labelled frame holds several people)."""
-    if images is not None and len(images) != len(frames):
-        raise IllustposeNodeError(f"pose_keypoint holds {len(frames)} frames for {len(images)} images; connect "
-                                  "the poses of these images (one frame per image)")
-    entries = []
-    for i, frame in enumerate(frames):
-        people = [p for p in frame.people if p.present.any()]
-        if not people:
-            continue
-        hw, scale, source, tags = frame.canvas_hw, np.ones(2), labels[i], {}
-        if images is not None:
-            hw = (images[i].height, images[i].width)
-            scale = np.array([hw[1] / frame.canvas_hw[1], hw[0] / frame.canvas_hw[0]])
-            source = str(save_reference(images_folder(index), *_png(images[i]), labels[i]))
-            tags = {"label": labels[i]} if labels[i] else {}
-        for j, person in enumerate(people):
-            pose = PoseKeypoints.from_openpose(OpenPosePerson(person.xy * scale, person.present))
-            name = source or f"pose_{pose.content_hash()[:12]}"
-            if images is None and source and len(people) > 1:
-                name = f"{source}#{j}"
-            entries.append(IndexEntry(pose, name, image_size_hw=hw, tags=tags))
-    return entries
-
-
 def _detector_names(segmenter, pose_model) -> dict:
     """The weight files of the detectors, recorded in a new index's metadata."""
     return {k: Path(d.source).name for k, d in (("segmenter", segmenter), ("pose", pose_model)) if d is not None}
-
-
-# --------------------------------------------------------------------------- querying
 
 
 def query_pose(image, pose_model, segmenter, pose_keypoint):
@@ -212,53 +129,14 @@ def query_pose(image, pose_model, segmenter, pose_keypoint):
     if image is not None:
         if pose_model is None:
             raise IllustposeNodeError("a query image needs pose_model (Load Pose Estimator) to estimate its pose")
-        pipeline = Pipeline(segmenter, None, pose_model)
         with on_device(segmenter, pose_model):
-            return pipeline.annotate(to_pil_images(image[:1]))[0].pose
+            return Pipeline(segmenter, None, pose_model).estimate(to_pil_images(image[:1])[0])
     if pose_keypoint is None:
         raise IllustposeNodeError("nothing to query with: connect image (with pose_model) or pose_keypoint")
     frames = parse_pose_keypoint(pose_keypoint)
     if not frames or not frames[0].people:
         raise IllustposeNodeError("pose_keypoint's first frame holds no person to query with")
     return PoseKeypoints.from_openpose(frames[0].people[0])
-
-
-def fit(width: float, height: float, size: int) -> tuple[int, int, int, int]:
-    """``(w, h, x, y)``: a ``width`` x ``height`` picture scaled to fit a ``size`` square, centred."""
-    s = size / max(width, height)
-    w, h = max(1, round(width * s)), max(1, round(height * s))
-    return w, h, (size - w) // 2, (size - h) // 2
-
-
-def reference_image(source: str, size: int) -> tuple[np.ndarray, str | None]:
-    """The source image letterboxed (black bars) into a ``size`` square, transparency on white;
-    a grey square and the reason when it cannot be read."""
-    try:
-        im = load_image(source)
-    except ImageError as e:
-        return np.full((size, size, 3), PLACEHOLDER_GREY, dtype=np.uint8), str(e)
-    if im.mode == "RGBA":
-        im = Image.alpha_composite(Image.new("RGBA", im.size, "white"), im)
-    w, h, x, y = fit(im.width, im.height, size)
-    out = np.zeros((size, size, 3), dtype=np.uint8)
-    out[y:y + h, x:x + w] = np.asarray(im.convert("RGB").resize((w, h), Image.Resampling.LANCZOS))
-    return out, None
-
-
-def render_entry(entry: StoredEntry, size: int) -> np.ndarray:
-    """The entry's stored body (17 COCO joints as OpenPose-18) drawn on a ``size`` square where
-    :func:`reference_image` puts its image; without a stored image size the frame is the bbox
-    with a 10% margin."""
-    p = entry.pose
-    if entry.image_size_hw:
-        (ih, iw), x0, y0 = entry.image_size_hw, 0.0, 0.0
-    else:
-        bx, by, bw, bh = p.bbox_xywh
-        m = 0.1 * max(bw, bh)
-        x0, y0, iw, ih = bx - m, by - m, bw + 2 * m, bh + 2 * m
-    w, h, x, y = fit(iw, ih, size)
-    xy = (p.keypoints[:17] - [x0, y0]) * [w / iw, h / ih] + [x, y]
-    return draw_openpose([coco17_to_openpose18(xy, p.present[:17])], (size, size))
 
 
 # --------------------------------------------------------------------------- nodes
@@ -293,9 +171,7 @@ class PoseIndexAdd(io.ComfyNode):
                     "from pose_keypoint (one frame per image).")),
                 POSE_MODEL.Input("pose_model", optional=True,
                                  tooltip="From Load Pose Estimator: estimates the poses of the images."),
-                SEGMENTER.Input("segmenter", optional=True, tooltip=(
-                    "Finds each character's box for pose_model (as the CLI's index build); without it the "
-                    "whole image is the box.")),
+                box_segmenter_input(),
                 POSE_KEYPOINT.Input("pose_keypoint", optional=True, tooltip=(
                     "Poses to add instead of estimating them: every person of every frame (17 COCO joints, "
                     "the box is the joints' extent).")),
@@ -320,12 +196,18 @@ class PoseIndexAdd(io.ComfyNode):
         store = open_index(index_path(index, must_exist=False), create=True,
                            model=_detector_names(segmenter, pose_model) if pose_keypoint is None else {})
         if pose_keypoint is None:
-            entries, already = estimated_entries(store, images, _labels(sources, len(images), "image"),
-                                                 Pipeline(segmenter, None, pose_model), allow_duplicates)
+            labels = _labels(sources, len(images), "image")
+            ingest = Ingest(store, Pipeline(segmenter, None, pose_model).estimate, allow_duplicates=allow_duplicates)
+            with on_device(segmenter, pose_model):
+                entries = map_with_progress(lambda i: ingest.image_entry(images[i], labels[i]), range(len(images)))
+            entries, already = [e for e in entries if e is not None], ingest.already
         else:
             frames = parse_pose_keypoint(pose_keypoint)
+            if images is not None and len(images) != len(frames):
+                raise IllustposeNodeError(f"pose_keypoint holds {len(frames)} frames for {len(images)} images; "
+                                          "connect the poses of these images (one frame per image)")
             labels = _labels(sources, len(frames if images is None else images), "frame" if images is None else "image")
-            entries, already = keypoint_entries(store, frames, images, labels), 0
+            entries, already = Ingest(store).frame_entries(frames, images, labels), 0
         result = store.add(entries, allow_duplicates=allow_duplicates)
         added = len(result.added_ids)
         summary = (f"{store.path}: added {added} poses, skipped {already + len(result.skipped)} already indexed; "
@@ -359,8 +241,7 @@ class PoseIndexQuery(io.ComfyNode):
                                tooltip="Query illustration (the first of a batch); needs pose_model."),
                 POSE_MODEL.Input("pose_model", optional=True,
                                  tooltip="From Load Pose Estimator: estimates the query image's pose."),
-                SEGMENTER.Input("segmenter", optional=True, tooltip=(
-                    "Finds the query character's box for pose_model; without it the whole image is the box.")),
+                box_segmenter_input(),
                 POSE_KEYPOINT.Input("pose_keypoint", optional=True, tooltip=(
                     "Query pose instead of an image: the first person of the first frame (e.g. from an OpenPose "
                     "editor or Load Pose Keypoints).")),
@@ -393,7 +274,7 @@ class PoseIndexQuery(io.ComfyNode):
                                       "lower min_joints")
         entries = [store.get(h.id) for h in hits]
         pictures = map_with_progress(lambda e: reference_image(e.source, size), entries)
-        renders = [render_entry(e, size) for e in entries]
+        renders = [pose_image(e, size) for e in entries]
         results = [{"rank": h.rank, "distance": h.distance, "source": h.source, "mirrored": h.mirrored}
                    for h in hits]
         lines = [f"{h.rank:>3}  {h.distance:8.2f}  {h.source}" + ("  [mirrored]" if h.mirrored else "")

@@ -1,9 +1,11 @@
-"""Model loader nodes: one per model, each giving a loaded detector to the processing nodes.
+"""Model loader nodes: one per registry task, each giving a loaded detector to the processing nodes.
 
 Weight files live in ``ComfyUI/models/illustpose/`` (registered with ``folder_paths`` as
-``illustpose``, so ``extra_model_paths.yaml`` can add folders).  "auto" finds the default file
-there, in the pack's ``weights/`` folder, or downloads it into the first ``illustpose`` folder
-(:func:`illustpose.weights.resolve`).  Loaded detectors are cached by file, device and precision.
+``illustpose``, so ``extra_model_paths.yaml`` can add folders).  "auto" finds the task's default
+weights there, in the pack's ``weights/`` folder, or downloads them into the first
+``illustpose`` folder (:func:`illustpose.weights.resolve`); a task with several architectures
+offers ``auto: <weights>`` for each other one.  Loaded detectors are cached by file, device and
+precision.
 """
 
 from __future__ import annotations
@@ -16,9 +18,7 @@ import folder_paths
 
 from illustpose.detector import PRECISIONS
 from illustpose.errors import WeightsNotFoundError
-from illustpose.pose import PoseEstimator
-from illustpose.segment import CharacterSegmenter
-from illustpose.tag import DanbooruTagger
+from illustpose.registry import TASKS, architecture_weights, architectures, default_weights
 from illustpose.weights import resolve
 
 from ._api import POSE_MODEL, SEGMENTER, TAGGER, io
@@ -33,12 +33,15 @@ folder_paths.add_model_folder_path(FOLDER, os.path.join(folder_paths.models_dir,
 _cache: OrderedDict = OrderedDict()
 
 
-AUTO_FEAT_CONCAT = "auto: feat_concat+data"  # the pose loader's second automatic choice
+def auto_choices(task: str) -> list[str]:
+    """``auto`` (the task's default weights), then ``auto: <weights>`` for each other architecture."""
+    return [AUTO] + [f"{AUTO}: {architecture_weights(a).name}" for a in architectures(task)[1:]]
 
 
-def weight_choices(autos: tuple[str, ...] = (AUTO,)) -> list[str]:
+def weight_choices(task: str) -> list[str]:
     """The dropdown: the automatic choices, then every weight file in the ``illustpose`` model folders."""
-    return list(autos) + [f for f in folder_paths.get_filename_list(FOLDER) if f.lower().endswith(WEIGHT_SUFFIXES)]
+    return auto_choices(task) + [f for f in folder_paths.get_filename_list(FOLDER)
+                                 if f.lower().endswith(WEIGHT_SUFFIXES)]
 
 
 def resolve_precision(precision: str) -> str:
@@ -48,9 +51,9 @@ def resolve_precision(precision: str) -> str:
     return "fp16" if mm.get_torch_device().type == "cuda" else "fp32"
 
 
-def load_detector(detector_cls, weights: str, precision: str):
-    """The detector for a dropdown choice at a compute precision, loaded once per (file, device,
-    precision) and cached.
+def load_detector(task: str, weights: str, precision: str):
+    """The detector of ``task`` for a dropdown choice at a compute precision, loaded once per
+    (file, device, precision) and cached.
 
     Raises:
         WeightsNotFoundError: the file is gone, or "auto" found nothing and could not download
@@ -59,8 +62,9 @@ def load_detector(detector_cls, weights: str, precision: str):
     """
     dirs = folder_paths.get_folder_paths(FOLDER)
     precision = resolve_precision(precision)
+    record = default_weights(task)
     if weights == AUTO:
-        path = str(resolve(detector_cls.default_weights, search_dirs=dirs))
+        path = str(resolve(record.name, search_dirs=dirs))
     elif weights.startswith(AUTO + ": "):
         path = str(resolve(weights[len(AUTO) + 2:], search_dirs=dirs))
     else:
@@ -71,84 +75,77 @@ def load_detector(detector_cls, weights: str, precision: str):
                 f"put the file back, pick another file, or pick {AUTO!r}")
     stat = os.stat(path)
     device = mm.unet_offload_device()
-    key = (detector_cls.__name__, os.path.realpath(path), stat.st_mtime_ns, stat.st_size, str(device), precision)
+    key = (task, os.path.realpath(path), stat.st_mtime_ns, stat.st_size, str(device), precision)
     if key not in _cache:
-        _cache[key] = detector_cls.from_pretrained(path, search_dirs=dirs, device=device, precision=precision)
+        _cache[key] = record.detector_class.from_pretrained(path, search_dirs=dirs, device=device,
+                                                            precision=precision)
         while len(_cache) > CACHE_SIZE:
             _cache.popitem(last=False)
     _cache.move_to_end(key)
     return _cache[key]
 
 
-def _inputs(model: str, autos: tuple[str, ...] = (AUTO,)) -> list:
-    return [
-        io.Combo.Input("weights", options=weight_choices(autos), default=AUTO, tooltip=(
-            f"The {model} weight file, from ComfyUI/models/illustpose. '{AUTO}' uses the default file there "
-            "(or in the pack's weights folder), downloading it into models/illustpose when missing.")),
-        io.Combo.Input("precision", options=[AUTO, *PRECISIONS], default=AUTO, tooltip=(
-            "fp32 computes exactly as the reference. bf16 and fp16 keep the weights in half precision "
-            "(half the memory) and run faster, with slightly different results: fp16 on CUDA GPUs, bf16 on "
-            f"CPUs with bf16 support (fp16 on a CPU is slow). '{AUTO}': fp16 on a CUDA GPU, fp32 otherwise.")),
-    ]
+class _Loader(io.ComfyNode):
+    """A loader node for one registry task; subclasses name the task and the node."""
 
+    TASK = ""
+    NODE_ID = ""
+    DISPLAY_NAME = ""
+    DESCRIPTION = ""
+    OUTPUT = None
+    OUTPUT_NAME = ""
+    OUTPUT_TOOLTIP = ""
 
-class LoadCharacterSegmenter(io.ComfyNode):
     @classmethod
     def define_schema(cls):
+        noun = next(t.noun for t in TASKS if t.name == cls.TASK)
+        others = ", ".join(f"'{c}'" for c in auto_choices(cls.TASK)[1:])
         return io.Schema(
-            node_id="LoadCharacterSegmenter|illustpose",
-            display_name="Load Character Segmenter (illustpose)",
+            node_id=cls.NODE_ID,
+            display_name=cls.DISPLAY_NAME,
             category="illustpose/models",
-            description="Loads the character segmenter (DeepLabv3-ResNet101) of bizarre-pose-estimator.",
-            inputs=_inputs("segmenter"),
-            outputs=[SEGMENTER.Output(display_name="segmenter",
-                                      tooltip="The loaded segmenter, for Character Segment and Illustrated Pose.")],
+            description=cls.DESCRIPTION,
+            inputs=[
+                io.Combo.Input("weights", options=weight_choices(cls.TASK), default=AUTO, tooltip=(
+                    f"The {noun} weight file, from ComfyUI/models/illustpose. '{AUTO}' uses the default file "
+                    f"({default_weights(cls.TASK).name}) there or in the pack's weights folder, downloading it "
+                    "into models/illustpose when missing" + (f"; {others} the other architectures'." if others
+                                                             else "."))),
+                io.Combo.Input("precision", options=[AUTO, *PRECISIONS], default=AUTO, tooltip=(
+                    "fp32 computes exactly as the reference. bf16 and fp16 keep the weights in half precision "
+                    "(half the memory) and run faster, with slightly different results: fp16 on CUDA GPUs, bf16 "
+                    f"on CPUs with bf16 support (fp16 on a CPU is slow). '{AUTO}': fp16 on a CUDA GPU, fp32 "
+                    "otherwise.")),
+            ],
+            outputs=[cls.OUTPUT.Output(display_name=cls.OUTPUT_NAME, tooltip=cls.OUTPUT_TOOLTIP)],
         )
 
     @classmethod
     @reports_errors
     def execute(cls, weights, precision):
-        return io.NodeOutput(load_detector(CharacterSegmenter, weights, precision))
+        return io.NodeOutput(load_detector(cls.TASK, weights, precision))
 
 
-class LoadDanbooruTagger(io.ComfyNode):
-    @classmethod
-    def define_schema(cls):
-        return io.Schema(
-            node_id="LoadDanbooruTagger|illustpose",
-            display_name="Load Danbooru Tagger (illustpose)",
-            category="illustpose/models",
-            description="Loads the Danbooru tagger (ResNet-50) of bizarre-pose-estimator with its tag names "
-                        "(stored in converted files, else read from tags.txt beside the weights).",
-            inputs=_inputs("tagger"),
-            outputs=[TAGGER.Output(display_name="tagger", tooltip="The loaded tagger, for Danbooru Tag.")],
-        )
-
-    @classmethod
-    @reports_errors
-    def execute(cls, weights, precision):
-        return io.NodeOutput(load_detector(DanbooruTagger, weights, precision))
+class LoadCharacterSegmenter(_Loader):
+    TASK, NODE_ID, DISPLAY_NAME = "segment", "LoadCharacterSegmenter|illustpose", "Load Character Segmenter (illustpose)"
+    DESCRIPTION = "Loads the character segmenter (DeepLabv3-ResNet101) of bizarre-pose-estimator."
+    OUTPUT, OUTPUT_NAME = SEGMENTER, "segmenter"
+    OUTPUT_TOOLTIP = "The loaded segmenter, for Character Segment and Illustrated Pose."
 
 
-class LoadPoseEstimator(io.ComfyNode):
-    @classmethod
-    def define_schema(cls):
-        return io.Schema(
-            node_id="LoadPoseEstimator|illustpose",
-            display_name="Load Pose Estimator (illustpose)",
-            category="illustpose/models",
-            description="Loads the illustrated-character pose estimator of bizarre-pose-estimator: feat_match "
-                        f"('{AUTO}', feat_match+data) or the slower feat_concat with its Keypoint R-CNN "
-                        f"('{AUTO_FEAT_CONCAT}').",
-            inputs=_inputs("pose estimator", (AUTO, AUTO_FEAT_CONCAT)),
-            outputs=[POSE_MODEL.Output(display_name="pose_model",
-                                       tooltip="The loaded pose estimator, for Illustrated Pose.")],
-        )
+class LoadDanbooruTagger(_Loader):
+    TASK, NODE_ID, DISPLAY_NAME = "tag", "LoadDanbooruTagger|illustpose", "Load Danbooru Tagger (illustpose)"
+    DESCRIPTION = ("Loads the Danbooru tagger (ResNet-50) of bizarre-pose-estimator with its tag names "
+                   "(stored in converted files, else read from tags.txt beside the weights).")
+    OUTPUT, OUTPUT_NAME, OUTPUT_TOOLTIP = TAGGER, "tagger", "The loaded tagger, for Danbooru Tag."
 
-    @classmethod
-    @reports_errors
-    def execute(cls, weights, precision):
-        return io.NodeOutput(load_detector(PoseEstimator, weights, precision))
+
+class LoadPoseEstimator(_Loader):
+    TASK, NODE_ID, DISPLAY_NAME = "pose", "LoadPoseEstimator|illustpose", "Load Pose Estimator (illustpose)"
+    DESCRIPTION = ("Loads the illustrated-character pose estimator of bizarre-pose-estimator: feat_match "
+                   f"('{AUTO}', {default_weights('pose').name}) or the slower feat_concat with its Keypoint R-CNN "
+                   f"('{auto_choices('pose')[1]}').")
+    OUTPUT, OUTPUT_NAME, OUTPUT_TOOLTIP = POSE_MODEL, "pose_model", "The loaded pose estimator, for Illustrated Pose."
 
 
 NODES = [LoadCharacterSegmenter, LoadDanbooruTagger, LoadPoseEstimator]

@@ -6,36 +6,33 @@ from __future__ import annotations
 import json
 from numbers import Real
 
-import cv2
 import numpy as np
 import torch
 
+from illustpose.datasets import coco_document
 from illustpose.geometry import bbox_from_mask, bbox_rc_to_xywh
-from illustpose.keypoints import (
-    ALL_KEYPOINTS,
-    coco17_to_openpose18,
-    coco_categories,
-    to_coco_annotation,
-    to_pose_keypoint,
-)
+from illustpose.heatmaps import pose_heatmap
+from illustpose.keypoints import ALL_KEYPOINTS, coco17_to_openpose18, to_coco_annotation, to_pose_keypoint
 from illustpose.pipeline import Pipeline
 from illustpose.render import draw_skeleton, render_pose_keypoint
 from illustpose.results import PoseResult
 
-from ._api import BBOX, POSE_KEYPOINT, POSE_MODEL, SEGMENTER, io
+from ._api import BBOX, POSE_KEYPOINT, POSE_MODEL, io
 from ._common import (
     IllustposeNodeError,
+    box_segmenter_input,
     fit_mask,
     image_tensor,
     map_with_progress,
     on_device,
     reports_errors,
+    resolution_input,
     to_output,
     to_pil_images,
+    xinsr_input,
 )
 
 ALL_JOINTS = "all"
-MAX_RESOLUTION = 16384
 
 
 def given_bboxes(batch: int, hw: tuple[int, int], bbox, character_mask) -> list | None:
@@ -53,37 +50,13 @@ def given_bboxes(batch: int, hw: tuple[int, int], bbox, character_mask) -> list 
     return None
 
 
-def heatmap_on_image(heatmap: np.ndarray, pose: PoseResult) -> np.ndarray:
-    """A ``(h, w)`` heatmap of the pose crop, placed where the crop lies in the image.
-
-    Heatmap cell ``(i, j)`` covers crop pixels ``(i, j) * S / h`` onwards, and the crop maps to
-    the image by ``image = crop * from_size / S + from_corner`` (the keypoints' own inverse
-    cropbox), so a cell spans ``from_size / h`` image pixels.  Outside the crop: 0.
-    """
-    (r0, c0), (fh, fw), _ = pose.cropbox
-    kr, kc = fh / heatmap.shape[0], fw / heatmap.shape[1]
-    # pixel-centre form of image = cell * k + corner (cv2 puts pixel centres at integers)
-    m = np.float64([[kc, 0.0, c0 + 0.5 * kc - 0.5], [0.0, kr, r0 + 0.5 * kr - 0.5]])
-    h, w = pose.image_size_hw
-    return cv2.warpAffine(heatmap.astype(np.float32), m, (w, h), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-
-
-def heatmap_mask(pose: PoseResult, joint: str) -> np.ndarray:
-    """Sigmoid heatmap of one joint, or the maximum over all 25 channels, at the image's size."""
-    prob = torch.sigmoid(torch.from_numpy(pose.heatmaps)).numpy()
-    return heatmap_on_image(prob.max(axis=0) if joint == ALL_JOINTS else prob[ALL_KEYPOINTS.index(joint)], pose)
-
-
 def coco_json(poses: list[PoseResult], threshold: float) -> str:
-    """A COCO keypoints file for the batch: image ``i`` has id ``i + 1`` and one annotation."""
-    return json.dumps({
-        "images": [{"id": i + 1, "height": p.image_size_hw[0], "width": p.image_size_hw[1]}
-                   for i, p in enumerate(poses)],
-        "annotations": [to_coco_annotation(p.keypoints, p.scores, list(p.bbox_xywh), image_id=i + 1, ann_id=i + 1,
-                                           visibility_threshold=threshold) for i, p in enumerate(poses)],
-        "categories": [coco_categories()],
-    })
+    """A COCO keypoints document for the batch: image ``i`` has id ``i + 1`` and one annotation."""
+    return json.dumps(coco_document(
+        [{"id": i + 1, "height": p.image_size_hw[0], "width": p.image_size_hw[1]} for i, p in enumerate(poses)],
+        [to_coco_annotation(p.keypoints, p.scores, list(p.bbox_xywh), image_id=i + 1, ann_id=i + 1,
+                            visibility_threshold=threshold) for i, p in enumerate(poses)],
+        description="poses estimated by illustpose's Illustrated Pose node"))
 
 
 class IllustratedPose(io.ComfyNode):
@@ -102,19 +75,15 @@ class IllustratedPose(io.ComfyNode):
                 io.Float.Input("confidence_threshold", default=0.0, min=0.0, max=1.0, step=0.01, tooltip=(
                     "Joints whose heatmap peak is below this count as absent (not drawn, confidence 0, COCO v=1). "
                     "0 keeps every joint, as the reference.")),
-                io.Int.Input("resolution", default=512, min=0, max=MAX_RESOLUTION, step=64, tooltip=(
-                    "Short side of the OpenPose image in pixels (resized as the DWPose node does); "
-                    "0 = the input size.")),
+                resolution_input(512, "the input size"),
                 io.Boolean.Input("draw_extra", default=False, tooltip=(
                     "Also draw the model's 6 extra points (nose root, body, thumbs, toes) on the preview.")),
                 io.Combo.Input("heatmap_joint", options=[ALL_JOINTS, *ALL_KEYPOINTS], default=ALL_JOINTS, tooltip=(
                     "Which heatmap the heatmaps output shows: one joint, or 'all' = the maximum over the "
                     "25 channels.")),
-                io.Boolean.Input("xinsr_stick_scaling", default=False, tooltip=(
-                    "Thicker limbs on large images, for xinsir's SDXL OpenPose ControlNet (cn_aux's option).")),
-                SEGMENTER.Input("segmenter", optional=True, tooltip=(
-                    "Finds the character's box when neither bbox nor character_mask is given; without any of the "
-                    "three the whole image is the box.")),
+                xinsr_input(),
+                box_segmenter_input("used when neither bbox nor character_mask is given; without any of the three "
+                                    "the whole image is the box"),
                 io.Mask.Input("character_mask", optional=True, tooltip=(
                     "The character's mask (1 = character, e.g. Character Segment's mask); its box replaces "
                     "segmentation.")),
@@ -154,7 +123,8 @@ class IllustratedPose(io.ComfyNode):
         previews = [draw_skeleton(np.asarray(im.convert("RGB")), p.keypoints, p.scores, bbox_xywh=list(p.bbox_xywh),
                                   threshold=confidence_threshold, draw_extra=draw_extra)
                     for im, p in zip(images, poses)]
-        heatmaps = torch.from_numpy(np.stack([heatmap_mask(p, heatmap_joint) for p in poses]))
+        joint = None if heatmap_joint == ALL_JOINTS else heatmap_joint
+        heatmaps = torch.from_numpy(np.stack([pose_heatmap(p, joint) for p in poses]))
         return io.NodeOutput(pose_keypoint, image_tensor(control), coco_json(poses, confidence_threshold),
                              to_output(heatmaps), image_tensor(previews),
                              ui={"openpose_json": [json.dumps(pose_keypoint)]})

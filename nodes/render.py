@@ -7,8 +7,7 @@ import numpy as np
 from illustpose.render import render_pose_keypoint
 
 from ._api import POSE_KEYPOINT, io
-from ._common import IllustposeNodeError, image_tensor, reports_errors
-from .pose import MAX_RESOLUTION
+from ._common import IllustposeNodeError, image_tensor, reports_errors, resolution_input, xinsr_input
 
 
 def pad_to_largest(images: list[np.ndarray]) -> list[np.ndarray]:
@@ -32,11 +31,8 @@ class RenderOpenPose(io.ComfyNode):
                 POSE_KEYPOINT.Input("pose_keypoint", tooltip=(
                     "Poses from Illustrated Pose, Load Pose Keypoints, DWPose or an editor; pixel or normalised "
                     "coordinates; a joint is drawn when its confidence is 1.")),
-                io.Int.Input("resolution", default=0, min=0, max=MAX_RESOLUTION, step=64, tooltip=(
-                    "Short side of the output in pixels (resized as the DWPose node does); 0 = each frame's "
-                    "canvas size.")),
-                io.Boolean.Input("xinsr_stick_scaling", default=False, tooltip=(
-                    "Thicker limbs on large images, for xinsir's SDXL OpenPose ControlNet (cn_aux's option).")),
+                resolution_input(0, "each frame's canvas size"),
+                xinsr_input(),
             ],
             outputs=[io.Image.Output(display_name="openpose_image", tooltip=(
                 "One control image per frame; frames of different sizes are padded with black to the largest."))],

@@ -10,7 +10,8 @@ import torch
 from illustpose.geometry import bbox_from_mask, bbox_rc_to_xywh
 
 from ._api import BBOX, SEGMENTER, io
-from ._common import map_with_progress, on_device, reports_errors, split_alpha, to_output, to_pil_images
+from ._common import (map_with_progress, on_device, reports_errors, split_alpha, to_output, to_pil_images,
+                      transparency_input)
 
 BACKGROUNDS = ("white", "black", "transparent")
 
@@ -41,9 +42,7 @@ class CharacterSegment(io.ComfyNode):
                     "(0.5 as the reference).")),
                 io.Combo.Input("cutout_background", options=list(BACKGROUNDS), default="white", tooltip=(
                     "What replaces the background in the cutout; 'transparent' gives a 4-channel image.")),
-                io.Mask.Input("transparency", optional=True, tooltip=(
-                    "The image's transparency as Load Image outputs it (1 = transparent); transparent "
-                    "pixels are composited over white before segmenting, as the reference does.")),
+                transparency_input(),
             ],
             outputs=[
                 io.Mask.Output(display_name="mask", tooltip="Character probability per pixel (0..1, 8-bit steps)."),

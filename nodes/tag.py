@@ -7,7 +7,7 @@ import json
 from illustpose.outputs import select_tags
 
 from ._api import TAGGER, io
-from ._common import map_with_progress, on_device, reports_errors, to_pil_images
+from ._common import map_with_progress, on_device, reports_errors, to_pil_images, transparency_input
 
 
 class DanbooruTag(io.ComfyNode):
@@ -32,9 +32,7 @@ class DanbooruTag(io.ComfyNode):
                                  tooltip="Highest score first; off keeps the tagger's own tag order."),
                 io.Int.Input("max_tags", default=0, min=0, max=1000,
                              tooltip="Keep at most this many tags (0 = no limit)."),
-                io.Mask.Input("transparency", optional=True, tooltip=(
-                    "The image's transparency as Load Image outputs it (1 = transparent); transparent pixels "
-                    "become white, as the reference does for RGBA files.")),
+                transparency_input(),
             ],
             outputs=[
                 io.String.Output(display_name="tags", is_output_list=True, tooltip=(

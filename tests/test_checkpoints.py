@@ -14,9 +14,9 @@ from checkpoint_factory import AUTHORS_PATHS
 from illustpose.checkpoints import read_checkpoint, read_torch_zip
 from illustpose.convert import convert
 from illustpose.errors import CheckpointError, UnsafeCheckpointError, WrongModelError
-from illustpose.pose import PoseEstimator
-from illustpose.segment import CharacterSegmenter
-from illustpose.tag import DanbooruTagger
+from illustpose.models.pose import PoseEstimator
+from illustpose.models.segmenter import CharacterSegmenter
+from illustpose.models.tagger import DanbooruTagger
 
 
 def test_lightning_ckpt_reads_without_lightning_or_easydict(authors_tree, golden_state_dicts):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -25,6 +27,8 @@ def converted(authors_tree, tmp_path_factory):
 
 
 def test_annotate_writes_the_contract(converted, tmp_path):
+    umask = os.umask(0o022)
+    os.umask(umask)
     src = tmp_path / "in"
     (src / "sub").mkdir(parents=True)
     Image.open(SAMPLES / "retrieval_r0c1.png").save(src / "sub" / "a.png")
@@ -51,6 +55,8 @@ def test_annotate_writes_the_contract(converted, tmp_path):
     assert len(txt) == int((g["tagger_probs"] >= 0.5).sum()) and " " in txt[0]
     cut = np.asarray(Image.open(out / "b.cutout.png"))
     assert cut.shape[2] == 4 and cut[..., 3].max() > 0
+    modes = {stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*") if p.is_file()}
+    assert modes == {0o666 & ~umask}  # the mode a normally created file gets, never mkstemp's 0600
 
 
 def test_annotate_reports_bad_images_and_goes_on(converted, tmp_path, capsys):
@@ -97,19 +103,65 @@ def test_annotate_empty_folder_and_missing_weights(tmp_path, capsys, monkeypatch
     assert "segmenter" in err and "huggingface.co" in err
 
 
-@pytest.mark.parametrize("mode", ["L", "LA", "P", "PA", "I;16", "I", "F", "CMYK", "1", "RGBA", "RGB"])
-def test_every_mode_becomes_8bit_colour(mode, tmp_path):
+def _image_of_mode(mode: str) -> Image.Image:
+    """A small 9x7 image of ``mode`` with varied pixel values (alpha too where the mode has it)."""
     rng = np.random.default_rng(0)
-    base = Image.fromarray(rng.integers(0, 255, (9, 7, 3), dtype=np.uint8), "RGB")
-    if mode in ("I;16", "I", "F"):
-        img = Image.fromarray((rng.random((9, 7)) * (65535 if mode != "F" else 1)).astype(
-            {"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode]))
-    elif mode == "PA":
-        img = base.convert("P").convert("PA")
-    else:
-        img = base.convert(mode)
+    if mode in ("I;16", "I"):
+        return Image.fromarray(rng.integers(0, 65536, (9, 7)).astype(np.uint16 if mode == "I;16" else np.int32))
+    if mode == "F":
+        return Image.fromarray(rng.uniform(-0.2, 1.2, (9, 7)).astype(np.float32))  # out-of-range values clip
+    rgba = Image.fromarray(rng.integers(0, 256, (9, 7, 4), dtype=np.uint8), "RGBA")
+    if mode == "PA":
+        return rgba.convert("RGB").convert("P").convert("PA")
+    return rgba.convert(mode)
+
+
+def _expected_8bit_colour(img: Image.Image) -> np.ndarray:
+    """The documented rule of illustpose.images for each mode, written out independently."""
+    mode, a = img.mode, np.asarray(img)
+    if mode in ("RGB", "RGBA"):
+        return a
+    if mode in ("L", "1"):
+        grey = a.astype(np.uint8) * (255 if mode == "1" else 1)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if mode == "LA":
+        return np.dstack([a[..., 0]] * 3 + [a[..., 1]])
+    if mode in ("I;16", "I"):
+        grey = np.clip(np.rint(a.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)  # 16-bit range
+        return np.repeat(grey[..., None], 3, axis=2)
+    if mode == "F":
+        grey = np.clip(np.rint(a.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)  # 0..1 range
+        return np.repeat(grey[..., None], 3, axis=2)
+    if mode == "PA" or (mode == "P" and "transparency" in img.info):
+        return np.asarray(img.convert("RGBA"))
+    return np.asarray(img.convert("RGB"))  # P without transparency, CMYK
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "PA", "I;16", "I", "F", "CMYK", "1", "RGBA", "RGB"])
+def test_every_mode_becomes_8bit_colour_by_its_documented_rule(mode):
+    img = _image_of_mode(mode)
+    assert img.mode == mode
     out = normalize_mode(img)
-    assert out.mode in ("RGB", "RGBA") and out.size == (7, 9)
+    expected = _expected_8bit_colour(img)
+    assert out.mode == ("RGBA" if expected.shape[2] == 4 else "RGB") and out.size == (7, 9)
+    np.testing.assert_array_equal(np.asarray(out), expected)
+    if mode in ("RGB", "RGBA"):
+        assert out is img  # passed through untouched
+
+
+def test_a_palette_with_transparency_keeps_it():
+    img = Image.fromarray(np.arange(12, dtype=np.uint8).reshape(3, 4), "P")
+    img.info["transparency"] = 5
+    out = normalize_mode(img)
+    assert out.mode == "RGBA" and np.asarray(out)[1, 1, 3] == 0 and np.asarray(out)[0, 0, 3] == 255
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = Image.fromarray(np.arange(6 * 4 * 3, dtype=np.uint8).reshape(6, 4, 3), "RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    img.save(tmp_path / "rot.jpg", exif=exif, quality=100)
+    assert load_image(tmp_path / "rot.jpg").size == (6, 4)  # width and height swapped, as viewers show it
 
 
 def test_sixteen_bit_png_and_tiny_images(tmp_path):

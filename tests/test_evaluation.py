@@ -12,8 +12,9 @@ import pytest
 from PIL import Image
 
 from illustpose import cli
+from illustpose.cli import pipeline as cli_pipeline
 from illustpose.datasets import read_coco, write_coco
-from illustpose.errors import ImageError
+from illustpose.errors import IllustposeError, ImageError
 from illustpose.evaluation import EvaluationError, coco_ap, evaluate_predictions, read_predictions
 from illustpose.images import load_image
 from illustpose.keypoints import COCO_KEYPOINTS, to_coco_annotation
@@ -73,14 +74,14 @@ def stub_for(records, images_dir: Path, shift=None, fail_on=()) -> StubPipeline:
 
 
 def use_stub(monkeypatch, stub: StubPipeline) -> list:
-    """Make ``cli.build_pipeline`` return ``stub``; returns the list of ``models`` it was asked for."""
+    """Make ``illustpose.cli.pipeline.build_pipeline`` return ``stub``; returns the list of ``models`` it was asked for."""
     asked = []
 
     def build(args, models=("segment", "pose")):
         asked.append(tuple(models))
         return stub
 
-    monkeypatch.setattr(cli, "build_pipeline", build)
+    monkeypatch.setattr(cli_pipeline, "build_pipeline", build)
     return asked
 
 
@@ -233,9 +234,9 @@ def test_model_flag_selects_the_pose_model(dataset, monkeypatch):
 
     def build(args, models=("segment", "pose")):
         seen.append(args.pose_model)
-        raise cli.IllustposeError("stop here")
+        raise IllustposeError("stop here")
 
-    monkeypatch.setattr(cli, "build_pipeline", build)
+    monkeypatch.setattr(cli_pipeline, "build_pipeline", build)
     assert run_eval("--images", dataset.images, "--annotations", dataset.gt, "--model", "feat_concat") == 2
     assert seen == ["feat_concat"]
 

@@ -17,7 +17,7 @@ from checkpoint_factory import AUTHORS_PATHS
 from shared_data import SAMPLE_STEMS, SAMPLES, load_golden
 from illustpose.geometry import heatmap_cell_xy
 from illustpose.images import load_image
-from illustpose.pose import PoseEstimator
+from illustpose.models.pose import PoseEstimator
 
 
 @pytest.fixture(scope="module")

@@ -20,15 +20,21 @@ import torch
 import torch.nn.functional as F
 
 from checkpoint_factory import write_lightning_ckpt
-from illustpose.checkpoints import read_checkpoint
+from illustpose.checkpoints import read_checkpoint, read_model_zoo_pkl
 from illustpose.errors import CheckpointError, UnsafeCheckpointError
-from illustpose.loading import detect_kind, load_strict
+from illustpose.loading import load_strict
+from illustpose.registry import detect_architecture
 from illustpose.models._common import resize_short_side
 from illustpose.models.feat_concat import IGNORED_CHECKPOINT_KEYS, RCNN_PREFIX, FeatConcatPoseNet
 from illustpose.models.keypoint_rcnn import (FPN, PIXEL_MEAN_BGR, UNUSED_DETECTRON2_KEYS, BottleneckBlock,
                                              FrozenBatchNorm2d, KeypointHead, KeypointRCNNBranch, ResNet,
-                                             assign_boxes_to_levels, load_model_zoo_pkl, pool_box_features,
+                                             assign_boxes_to_levels, branch_weights, pool_box_features,
                                              reference_boxes)
+
+
+def load_model_zoo_pkl(path) -> dict[str, torch.Tensor]:
+    """The R-CNN branch's tensors from a model-zoo file, as feat_concat's builder reads them."""
+    return branch_weights(read_model_zoo_pkl(path), str(path))
 
 
 def _unused_tensors(layout: str = "v0.4") -> dict[str, torch.Tensor]:
@@ -328,8 +334,6 @@ def test_model_zoo_pkl_round_trip(tmp_path, model_sd):
     got = load_model_zoo_pkl(path)
     assert list(got) == list(branch)
     assert all(torch.equal(got[k], branch[k]) for k in branch)
-    prefixed = load_model_zoo_pkl(path, prefix=RCNN_PREFIX)
-    assert next(iter(prefixed)).startswith(RCNN_PREFIX) and len(prefixed) == 554
     branch_module = load_strict(KeypointRCNNBranch, got, str(path))
     assert len(branch_module.state_dict()) == 554
 
@@ -419,7 +423,7 @@ def test_feat_concat_lightning_checkpoint_end_to_end(tmp_path, model_sd):
     sd = {**model_sd, **{RCNN_PREFIX + k: v for k, v in _unused_tensors("v0.4").items()}}
     path = write_lightning_ckpt(tmp_path / "feat_concat.ckpt", "feat_concat", sd, trainable_prefix="keypoint_head.")
     ckpt = read_checkpoint(path)
-    assert len(ckpt.state_dict) == 909 and detect_kind(ckpt.state_dict) == "feat_concat"
+    assert len(ckpt.state_dict) == 909 and detect_architecture(ckpt.state_dict) == "feat_concat"
     counts = {p: sum(k.startswith(p) for k in ckpt.state_dict) for p in ("resnet.", "rcnn.model.", "keypoint_head.")}
     assert counts == {"resnet.": 258, "rcnn.model.": 573, "keypoint_head.": 78}
     net = load_strict(FeatConcatPoseNet, ckpt.state_dict, ckpt.path, ignore_prefixes=IGNORED_CHECKPOINT_KEYS).eval()
@@ -441,7 +445,7 @@ def test_feat_concat_lightning_checkpoint_end_to_end(tmp_path, model_sd):
 def test_pose_estimator_runs_feat_concat_end_to_end(tmp_path):
     """A 909-key feat_concat Lightning checkpoint through PoseEstimator on a real sample."""
     from checkpoint_factory import write_lightning_ckpt
-    from illustpose.pose import PoseEstimator
+    from illustpose.models.pose import PoseEstimator
 
     torch.manual_seed(0)
     sd = FeatConcatPoseNet().state_dict()

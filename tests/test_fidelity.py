@@ -14,9 +14,9 @@ from shared_data import SAMPLE_STEMS, SAMPLES, load_golden
 from illustpose.geometry import heatmap_cell_xy
 from illustpose.images import load_image
 from illustpose.pipeline import Pipeline
-from illustpose.pose import PoseEstimator
-from illustpose.segment import CharacterSegmenter
-from illustpose.tag import DanbooruTagger
+from illustpose.models.pose import PoseEstimator
+from illustpose.models.segmenter import CharacterSegmenter
+from illustpose.models.tagger import DanbooruTagger
 
 
 @pytest.fixture(scope="module")

@@ -13,15 +13,15 @@ from hypothesis import strategies as st
 from scipy.spatial.distance import pdist
 
 from illustpose.errors import IllustposeError, PoseIndexError
-from illustpose.geometry import bbox_xywh_to_rc, cropbox_points, pose_cropbox, xy_to_rc
+from illustpose.geometry import bbox_xywh_to_rc, crop_frame_points, cropbox_points, pose_cropbox, xy_to_rc
 from illustpose.keypoints import KeypointError, flip_permutation
+from illustpose.registry import POSE_CROP_PADDING, POSE_CROP_SIZE
 from illustpose.retrieval import (
     DESCRIPTOR_KINDS,
     DescriptorSearch,
     IndexEntry,
     PoseIndex,
     PoseKeypoints,
-    crop_frame_points,
     mirror_descriptors,
     pair_mask,
     pose_descriptors,
@@ -35,7 +35,7 @@ ALL25, COCO17 = DESCRIPTOR_KINDS["all25"], DESCRIPTOR_KINDS["coco17"]
 
 def reference_descriptor(xy: np.ndarray, bbox_xywh, joints: int = 25) -> np.ndarray:
     """The reference's ``pdist(cropbox_points(keypoints, *cropbox))`` through illustpose.geometry."""
-    cb = pose_cropbox(bbox_xywh_to_rc(bbox_xywh))
+    cb = pose_cropbox(bbox_xywh_to_rc(bbox_xywh), POSE_CROP_SIZE, POSE_CROP_PADDING)
     return pdist(cropbox_points(xy_to_rc(xy[:joints]), cb))
 
 
@@ -89,9 +89,9 @@ def test_descriptor_batch_is_threaded_and_identical():
 
 def test_crop_frame_points_match_geometry():
     xy, bbox = random_poses(50, seed=3)
-    got = crop_frame_points(xy, bbox)
+    got = crop_frame_points(xy, bbox, size=POSE_CROP_SIZE, padding=POSE_CROP_PADDING)
     for n in range(50):
-        np.testing.assert_array_equal(got[n], cropbox_points(xy_to_rc(xy[n]), pose_cropbox(bbox_xywh_to_rc(bbox[n]))))
+        np.testing.assert_array_equal(got[n], cropbox_points(xy_to_rc(xy[n]), pose_cropbox(bbox_xywh_to_rc(bbox[n]), POSE_CROP_SIZE, POSE_CROP_PADDING)))
 
 
 @pytest.mark.parametrize("kind", [ALL25, COCO17])
@@ -100,7 +100,8 @@ def test_mirror_is_the_descriptor_of_the_flipped_swapped_pose(kind):
     desc = pose_descriptors(xy, bbox, kind, dtype=np.float64)
     perm = list(flip_permutation(kind.num_joints))
     for n in range(20):
-        crop = crop_frame_points(xy[n:n + 1, :kind.num_joints], bbox[n:n + 1])[0]
+        crop = crop_frame_points(xy[n:n + 1, :kind.num_joints], bbox[n:n + 1], size=POSE_CROP_SIZE,
+                                 padding=POSE_CROP_PADDING)[0]
         crop[:, 1] = 256.0 - crop[:, 1]  # horizontal flip in the crop frame
         np.testing.assert_allclose(mirror_descriptors(desc[n], kind), pdist(crop[perm]), rtol=1e-12)
     np.testing.assert_array_equal(mirror_descriptors(mirror_descriptors(desc, kind), kind), desc)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -11,12 +10,14 @@ import pytest
 from PIL import Image
 
 from illustpose import cli as main_cli
+from illustpose.cli import pipeline as cli_pipeline
 from illustpose.errors import IllustposeError
 from illustpose.geometry import bbox_xywh_to_rc, pose_cropbox
 from illustpose.keypoints import coco17_to_openpose18, to_coco_annotation, to_pose_keypoint
+from illustpose.registry import POSE_CROP_PADDING, POSE_CROP_SIZE
 from illustpose.results import PoseResult
 from illustpose.retrieval import PoseIndex
-from illustpose.retrieval.cli import load_pose_json, register
+from illustpose.retrieval.ingest import load_pose_json
 from retrieval_poses import random_poses
 
 
@@ -32,39 +33,28 @@ class FakePipeline:
         xy, bbox = random_poses(1, seed=seed)
         bbox_xywh = tuple(int(v) for v in bbox[0])
         return PoseResult(xy[0], np.linspace(0.2, 1.0, 25).astype(np.float32), bbox_xywh,
-                          pose_cropbox(bbox_xywh_to_rc(bbox_xywh)), (image.height, image.width))
+                          pose_cropbox(bbox_xywh_to_rc(bbox_xywh), POSE_CROP_SIZE, POSE_CROP_PADDING),
+                          (image.height, image.width))
 
     def estimate(self, image: Image.Image) -> PoseResult:
         self.calls += 1
         return self.pose_for(image)
 
 
-def fake_model_arguments(p: argparse.ArgumentParser, models=("segment", "tag", "pose")) -> None:
-    p.add_argument("--segmenter")
-    p.add_argument("--pose")
-    p.add_argument("--device")
-
-
 @pytest.fixture
-def run(capsys):
-    """run(argv) -> (exit status, stdout, stderr, pipeline), with the main CLI's error rule."""
+def run(capsys, monkeypatch):
+    """run(argv) -> (exit status, stdout, stderr), through the main CLI with the fake pipeline."""
     pipeline = FakePipeline()
     built = []
 
-    def build(args):
+    def build(args, tasks=("segment", "pose")):
         built.append(args)
         return pipeline
 
-    parser = argparse.ArgumentParser(prog="illustpose")
-    register(parser.add_subparsers(dest="command", required=True), fake_model_arguments, build)
+    monkeypatch.setattr(cli_pipeline, "build_pipeline", build)
 
     def _run(argv):
-        args = parser.parse_args([str(a) for a in argv])
-        try:
-            rc = args.func(args)
-        except IllustposeError as e:
-            print(f"error: {e}", file=__import__("sys").stderr)
-            rc = 2
+        rc = main_cli.main([str(a) for a in argv])
         out, err = capsys.readouterr()
         return rc, out, err
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from illustpose.checkpoints import save_safetensors
-from illustpose.models.pose import FeatMatchPoseNet
+from illustpose.models.feat_match import FeatMatchPoseNet
 from illustpose.models.tagger import DanbooruTaggerNet
 from illustpose.pipeline import Pipeline, share_trunk
-from illustpose.pose import PoseEstimator
-from illustpose.tag import DanbooruTagger
+from illustpose.models.pose import PoseEstimator
+from illustpose.models.tagger import DanbooruTagger
 
 
 def _pair(same: bool):

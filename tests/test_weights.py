@@ -4,11 +4,6 @@ HF_HUB_OFFLINE is set for every test, and the download tests mock huggingface_hu
 from __future__ import annotations
 
 import collections
-import copy
-import dataclasses
-import json
-import pickle
-import re
 import sys
 import types
 import zipfile
@@ -18,6 +13,7 @@ import pytest
 
 from illustpose import weights as W
 from illustpose.errors import IllustposeError, WeightsNotFoundError
+from illustpose.registry import WEIGHTS_KINDS
 
 HF_REPO = "public-data/bizarre-pose-estimator-models"
 DRIVE = "https://drive.google.com/drive/folders/11bw47Vy-RPKjgd6yF0RzcXALvp7zB_wt"
@@ -62,86 +58,21 @@ def leftovers(root: Path) -> list[Path]:
 
 # ---------------------------------------------------------------- registry
 
-def test_every_model_kind_has_a_file():
-    for kind in W.MODEL_KINDS:
-        assert W.known_files(kind), f"no manifest entry for {kind}"
-    assert {f.model for f in W.known_files()} == set(W.MODEL_KINDS)
-
-
-def test_entries_are_valid():
-    for f in W.known_files():
-        assert f.format in {"lightning", "hf_pth", "tags_txt", "rules_json"}, f
-        assert f.size is None or (isinstance(f.size, int) and f.size > 0), f
-        assert f.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", f.sha256), f
-        assert f.notes, f"{f.name}: notes must say what is assumed"
-        if f.source == "hf":
-            assert f.repo_id == HF_REPO and f.filename == f.name
-            assert f.url == f"https://huggingface.co/{HF_REPO}/resolve/main/{f.name}"
-            assert f.format in {"hf_pth", "tags_txt"}
-        else:
-            assert f.source == "drive_zip" and f.zip_member == f.name and f.url == DRIVE
-            assert f.zip_member in MEMBERS
-            assert f.format in {"lightning", "rules_json"}
-        for c in f.companions:
-            assert c in {g.name for g in W.known_files("tags")}
-
-
-def test_names_unique_and_unambiguous():
-    names = [f.name for f in W.known_files()]
-    assert len(names) == len(set(names))
-    # a base name dropped in a folder must identify one model
-    local = [n for f in W.known_files() for n in set(f.local_names())]
-    assert len(local) == len(set(local))
-    assert len({f.filename for f in W.known_files() if f.source == "hf"}) == 3
-
-
-def test_expected_files_and_companions():
-    by = {f.name: f for f in W.known_files()}
-    assert set(MEMBERS) | {"segmenter.pth", "tagger.pth", "tags.txt"} == set(by)
-    assert by["tagger.pth"].companions == ("tags.txt",)
-    assert by[TAGGER_CKPT].companions == (RULES,)
-    # HF files come first: they are the cheaper download
-    for kind in ("segmenter", "tagger", "tags"):
-        assert W.known_files(kind)[0].source == "hf"
-
-
-def test_weightfile_frozen_picklable_copyable():
-    f = W.known_files("segmenter")[0]
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        f.name = "x"
-    assert pickle.loads(pickle.dumps(f)) == f == copy.deepcopy(f)
-    assert hash(f) == hash(copy.copy(f))
-
-
-def test_manifest_file_shape():
-    raw = json.loads((Path(__file__).parents[1] / "weights" / "manifest.json").read_text())
-    assert raw["hf"]["repo_id"] == HF_REPO
-    assert raw["drive_zip"]["folder_url"] == DRIVE
-    assert raw["drive_zip"]["zip_name"] == "bizarre_pose_models.zip"
-    allowed = {"name", "model", "format", "source", "size", "sha256", "notes", "companions"}
-    for e in raw["files"]:
-        assert set(e) <= allowed
-        assert {"name", "model", "format", "source", "size", "sha256"} <= set(e)
-
-
-def test_pack_dir_is_repo_weights():
-    repo_weights = Path(__file__).resolve().parents[1] / "weights"
-    assert W._MANIFEST_PATH == repo_weights / "manifest.json"  # the fixture only moves the search
-    assert (repo_weights / "README.md").is_file()
-
-
 def test_unknown_model_lists_choices():
-    with pytest.raises(ValueError, match="feat_concat\\+data"):
-        W.known_files("pose")
     with pytest.raises(ValueError, match="segmenter"):
         W.resolve("pose")
 
 
 def test_readme_mentions_everything():
     text = (Path(__file__).parents[1] / "weights" / "README.md").read_text()
-    for needle in [*W.MODEL_KINDS, HF_REPO, DRIVE, "bizarre_pose_models.zip",
+    for needle in [*WEIGHTS_KINDS, HF_REPO, DRIVE, "bizarre_pose_models.zip",
                    "python -m illustpose weights convert", "HF_HUB_OFFLINE", "gdown"]:
         assert needle in text, needle
+
+
+def test_pack_dir_is_repo_weights():
+    repo_weights = Path(__file__).resolve().parents[1] / "weights"
+    assert (repo_weights / "README.md").is_file()
 
 
 # ---------------------------------------------------------------- resolution order
@@ -516,8 +447,8 @@ def test_tags_path_for_explicit_missing(tmp_path):
 def test_import_reads_nothing_and_leaves_environ_alone():
     code = (
         "import os; before = dict(os.environ)\n"
-        "import illustpose.weights as w\n"
-        "assert w._manifest.cache_info().currsize == 0, 'manifest read at import'\n"
+        "import sys, illustpose.weights as w\n"
+        "assert 'torch' not in sys.modules, 'torch imported with the weights module'\n"
         "assert dict(os.environ) == before, 'os.environ changed at import'\n"
         "assert 'gdown' not in __import__('sys').modules\n"
     )

@@ -37,8 +37,9 @@ What the reference computes, step by step (Detectron2 v0.3 to v0.6 agree on ever
 
 No RPN and no box head run (the box is given).  Module names equal Detectron2's, so the
 state dict of :class:`KeypointRCNNBranch` is the checkpoint's ``rcnn.model.*`` minus the
-prefix and minus :data:`UNUSED_DETECTRON2_KEYS`.  :func:`load_model_zoo_pkl` reads the
-Detectron2 model-zoo file (``model_final_997cc7.pkl``) without executing pickled code.
+prefix and minus :data:`UNUSED_DETECTRON2_KEYS`; :func:`branch_weights` takes them from the
+Detectron2 model-zoo file (``model_final_997cc7.pkl``, read without executing pickled code by
+:func:`illustpose.checkpoints.read_model_zoo_pkl`).
 
 Checked once outside CI: on random weights the logits are bit-identical (CPU, float32) to
 ``passup.py``'s ``PretrainedKeypointDetector.forward`` run on the Detectron2 v0.4 and v0.6
@@ -47,21 +48,17 @@ sources, for 256x256, 300x200 and batched 256x384 inputs.
 
 from __future__ import annotations
 
-import codecs
-import os
-import pickle
 from collections import OrderedDict
 from collections.abc import Collection, Mapping
-from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import misc as tv_misc
 from torchvision.ops import roi_align
 
-from ..errors import CheckpointError, UnsafeCheckpointError
+from ..errors import CheckpointError
+from ..loading import check_keys
 from ._common import resize_short_side
 
 __all__ = [
@@ -77,7 +74,7 @@ __all__ = [
     "assign_boxes_to_levels",
     "pool_box_features",
     "check_pixel_statistics",
-    "load_model_zoo_pkl",
+    "branch_weights",
     "UNUSED_DETECTRON2_KEYS",
     "PIXEL_MEAN_BGR",
     "PIXEL_STD_BGR",
@@ -421,95 +418,23 @@ def check_pixel_statistics(state_dict: Mapping[str, torch.Tensor], source: str, 
                                   f"{list(expected)}; this is not the model feat_concat was trained with")
 
 
-# numpy's own reconstruction helpers, found through its reduce protocol (numpy 1.x names
-# them numpy.core.*, numpy 2.x numpy._core.*; both spellings resolve to the installed one)
-_NP_RECONSTRUCT = np.zeros(1).__reduce__()[0]
-_NP_FROMBUFFER = np.zeros(1).__reduce_ex__(5)[0]
-_NP_SCALAR = np.float32(0).__reduce__()[0]
-_ZOO_ALLOWED: dict[tuple[str, str], Any] = {
-    ("_codecs", "encode"): codecs.encode,  # how protocol-2 pickles from Python 3 spell bytes
-    ("collections", "OrderedDict"): OrderedDict,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-}
-for _pkg in ("numpy.core", "numpy._core"):
-    _ZOO_ALLOWED[(f"{_pkg}.multiarray", "_reconstruct")] = _NP_RECONSTRUCT
-    _ZOO_ALLOWED[(f"{_pkg}.multiarray", "scalar")] = _NP_SCALAR
-    _ZOO_ALLOWED[(f"{_pkg}.numeric", "_frombuffer")] = _NP_FROMBUFFER
+def branch_weights(weights: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """The tensors of :class:`KeypointRCNNBranch` from a Detectron2 ``keypoint_rcnn_R_101_FPN_3x``
+    state dict (e.g. :func:`~illustpose.checkpoints.read_model_zoo_pkl` of the model-zoo file).
 
-
-class _ZooUnpickler(pickle.Unpickler):
-    def __init__(self, fp, source: str):
-        super().__init__(fp, encoding="latin1")  # the model zoo's files may be Python 2 pickles
-        self._source = source
-
-    def find_class(self, module: str, name: str):
-        try:
-            return _ZOO_ALLOWED[(module, name)]
-        except KeyError:
-            raise UnsafeCheckpointError(
-                f"{self._source}: refused to load: the pickle asks for the global '{module}.{name}', "
-                "which a Detectron2 model-zoo file (a dict of numpy arrays) never needs. Nothing was "
-                "executed. Use the original model_final_*.pkl from the Detectron2 model zoo."
-            ) from None
-
-    def persistent_load(self, pid):
-        raise CheckpointError(f"{self._source}: unexpected persistent id {pid!r}; not a Detectron2 model-zoo pickle")
-
-
-def load_model_zoo_pkl(path: str | os.PathLike, prefix: str = "") -> dict[str, torch.Tensor]:
-    """Weights of :class:`KeypointRCNNBranch` from a Detectron2 model-zoo file.
-
-    The file (``COCO-Keypoints/keypoint_rcnn_R_101_FPN_3x/138363331/model_final_997cc7.pkl``)
-    is a pickled ``{'model': {detectron2_name: numpy array}, '__author__': ..., ...}``.  It is
-    read with an allow-list unpickler (numpy array/dtype reconstruction, ``OrderedDict`` and
-    ``_codecs.encode`` only).  Detectron2 names are this module's names;
-    :data:`UNUSED_DETECTRON2_KEYS` are dropped (after :func:`check_pixel_statistics`), and
-    every remaining name and shape must match the branch exactly.
-
-    Args:
-        path: the ``.pkl`` file.
-        prefix: prepended to every returned key; ``"rcnn.model."`` gives
-            :class:`~illustpose.models.feat_concat.FeatConcatPoseNet` keys, to be merged with a
-            head-only checkpoint's ``resnet.*``/``keypoint_head.*``.
+    Detectron2 names are this module's names; :data:`UNUSED_DETECTRON2_KEYS` are dropped (after
+    :func:`check_pixel_statistics`), and every remaining name and shape must match the branch.
 
     Returns:
-        ``{prefix + name: float32 CPU tensor}``, exactly the branch's 554 state-dict keys.
+        exactly the branch's 554 state-dict keys, in its order.
 
     Raises:
-        UnsafeCheckpointError: the pickle references any other global (nothing is executed).
-        CheckpointError: unreadable, not a model-zoo dict, non-numeric arrays, or names or
-            shapes that are not those of ``keypoint_rcnn_R_101_FPN_3x``.
+        CheckpointError: other pixel statistics, or names or shapes that are not those of
+            ``keypoint_rcnn_R_101_FPN_3x``.
     """
-    source = str(path)
-    try:
-        with open(path, "rb") as f:
-            data = _ZooUnpickler(f, source).load()
-    except (UnsafeCheckpointError, CheckpointError):
-        raise
-    except OSError as e:
-        raise CheckpointError(f"{source}: cannot read ({e})") from None
-    except Exception as e:  # any malformed pickle: EOFError, UnpicklingError, ValueError, ...
-        raise CheckpointError(
-            f"{source}: not a readable Detectron2 model-zoo pickle ({type(e).__name__}: {e})") from None
-    if not (isinstance(data, Mapping) and isinstance(data.get("model"), Mapping)):
-        raise CheckpointError(f"{source}: expected a Detectron2 model-zoo dict with a 'model' entry of arrays")
-    weights: dict[str, torch.Tensor] = {}
-    for name, arr in data["model"].items():
-        if not (isinstance(arr, np.ndarray) and arr.dtype.kind in "fiub"):
-            raise CheckpointError(f"{source}: '{name}' is not a numeric array ({type(arr).__name__})")
-        weights[str(name)] = torch.from_numpy(np.array(arr, dtype=np.float32))
     check_pixel_statistics(weights, source)
     weights = {k: v for k, v in weights.items() if k not in UNUSED_DETECTRON2_KEYS}
     with torch.device("meta"):
         own = KeypointRCNNBranch().state_dict()
-    missing = [k for k in own if k not in weights]
-    unexpected = [k for k in weights if k not in own]
-    shapes = [f"{k}: file {tuple(weights[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in weights and weights[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        parts = [f"{label} {', '.join(items[:6])}" + (f", ... ({len(items)} in all)" if len(items) > 6 else "")
-                 for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shapes", shapes))
-                 if items]
-        raise CheckpointError(f"{source}: not keypoint_rcnn_R_101_FPN_3x weights: " + "; ".join(parts))
-    return {prefix + k: weights[k] for k in own}
+    check_keys({k: v.shape for k, v in own.items()}, weights, source, "not keypoint_rcnn_R_101_FPN_3x weights")
+    return {k: weights[k] for k in own}

@@ -1,29 +1,39 @@
-"""Pose estimator, feature-matching variant (reference ``_train/character_pose_estim/models/fermat.py``).
+"""The pose estimator (both pose architectures) and the building blocks they share.
 
-At inference (``inference=True`` in the reference) feat_match never runs the Detectron2
-R-CNN: ``matcher_rcnn`` predicts the R-CNN keypoint-head features from the ResNet features,
-so the model is exactly reproducible with torchvision.  Keys: ``resnet.*`` (tagger ResNet-50
-conv1..layer3, frozen; taken from *this* checkpoint) and ``keypoint_head.*``; the file's
-``rcnn.*`` tensors are unused here.
-
-Also :func:`decode_heatmaps`, the reference's heatmap -> keypoint step (sigmoid, kornia
-0.6.2 separable Gaussian blur, argmax).
+Reference ``_scripts/pose_estimator.py`` (inference) and the blocks of
+``_train/character_pose_estim/models/fermat.py`` / ``passup.py``: the frozen tagger trunk
+(ResNet-50 up to layer3), its feature converter, the residual blocks of
+``_util/helper_models_v0.py`` and the 25-channel heatmap head.  The networks are in
+:mod:`.feat_match` and :mod:`.feat_concat`; which one a checkpoint holds, and how it is
+built, comes from the registry (:mod:`illustpose.registry`).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Sequence
 
 import torch
-import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 from torchvision.models import resnet50
 
+from ..checkpoints import Checkpoint
+from ..detector import Detector
+from ..geometry import bbox_xywh_to_rc, cropbox_points, invert_cropbox, pose_cropbox, rc_to_xy
+from ..heatmaps import decode_heatmaps
+from ..loading import expect_architecture, hparam
+from ..preprocess import pose_input
+from ..registry import file_options
+from ..results import PoseResult
+from ..keypoints import ALL_KEYPOINTS
 from ._common import ImageNetNormalize, resize_short_side
 
-__all__ = ["FeatMatchPoseNet", "ResnetTrunk", "ResBlock", "heatmap_head", "decode_heatmaps", "NUM_HEATMAPS"]
+__all__ = ["NUM_HEATMAPS", "Resize", "ResnetTrunk", "ResnetFeatureConverter", "ResBlock", "heatmap_head", "PoseEstimator"]
 
-NUM_HEATMAPS = 17 + 8  # COCO-17 + the model's 8 extra channels
+#: Heatmap channels of the released pose models: COCO-17 + the model's 8 extra channels
+#: (the registry's ``keypoint_names``).
+NUM_HEATMAPS = len(ALL_KEYPOINTS)
 
 
 class Resize(nn.Module):
@@ -111,7 +121,7 @@ class ResBlock(nn.Module):
         return self.net_tail(head + self.net[1:](head))
 
 
-def heatmap_head() -> nn.Sequential:
+def heatmap_head(num_heatmaps: int = NUM_HEATMAPS) -> nn.Sequential:
     """The pose head shared by feat_match and feat_concat (reference ``fermat.py`` / ``passup.py``):
     [crop (3) + ResNet features (128) + R-CNN features (32)] -> conv 3x3 128, LeakyReLU, BN,
     ResBlock(64), ResBlock(32), conv 3x3 -> 25 heatmap logits; replicate padding."""
@@ -121,102 +131,91 @@ def heatmap_head() -> nn.Sequential:
         nn.BatchNorm2d(128),
         ResBlock(3, 64, 3, channels_in=128),
         ResBlock(3, 32, 3, channels_in=64),
-        nn.Conv2d(32, NUM_HEATMAPS, kernel_size=3, padding=1, padding_mode="replicate"),
+        nn.Conv2d(32, num_heatmaps, kernel_size=3, padding=1, padding_mode="replicate"),
     )
 
 
-class FeatMatchPoseNet(nn.Module):
-    """feat_match pose network (inference path).
+class PoseEstimator(Detector):
+    """The paper's pose estimator (reference ``_scripts/pose_estimator.py``), any pose architecture.
 
     Args:
-        heatmap_size: ``margs.size`` (128 released): the head's working resolution.
-        trunk_input_size: the tagger's ``largs.danbooru_sfw.size`` (256 released).
+        net: a loaded pose network (:class:`~illustpose.models.feat_match.FeatMatchPoseNet`,
+            :class:`~illustpose.models.feat_concat.FeatConcatPoseNet`): crops in, heatmap logits out.
+        crop_size: crop side in pixels (``largs.danbooru_coco.size``, 256 released).
+        padding: crop padding as a fraction of ``crop_size`` (``largs.danbooru_coco.padding``, 0.1).
+        smoothing: heatmap smoothing factor of :func:`~illustpose.heatmaps.decode_heatmaps`
+            (0.1 as ``infer_pose``; None = raw argmax).
+        kind: the architecture (``feat_match``, ``feat_concat``).
 
-    Forward:
-        x: float32 (B, 3, S, S) in [0, 1], the pose crop (S = ``largs.danbooru_coco.size``).
-        returns: float32 (B, 25, heatmap_size, heatmap_size) heatmap logits
-            (channels 0..16 COCO-17, 17..24 extra).
+    Call ``estimator(image, bbox_xywh)``; the bbox normally comes from the segmenter.
     """
 
-    def __init__(self, heatmap_size: int = 128, trunk_input_size: int = 256):
-        super().__init__()
-        self.heatmap_size = heatmap_size
-        self.resnet = ResnetTrunk(trunk_input_size)
-        self.resizer = Resize(heatmap_size)
-        self.keypoint_head = nn.ModuleDict({
-            "converter_resnet": ResnetFeatureConverter(heatmap_size),
-            "matcher_rcnn": nn.Sequential(
-                Resize(14),
-                nn.Conv2d(128, 512, kernel_size=3, padding=1, padding_mode="replicate"),
-                nn.ReLU(),
-                nn.BatchNorm2d(512),
-            ),
-            "converter_rcnn": nn.Sequential(nn.Conv2d(512, 32, kernel_size=1), Resize(heatmap_size)),
-            "head": heatmap_head(),
-        })
+    task = "pose"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        head = self.keypoint_head
-        converted = self.resizer(head["converter_resnet"](self.resnet(x)))
-        matched = head["matcher_rcnn"](converted)
-        feats = torch.cat([self.resizer(x), converted, head["converter_rcnn"](matched)], dim=1)
-        return head["head"](feats)
+    def __init__(self, net: nn.Module, *, crop_size: int = 256, padding: float = 0.1,
+                 smoothing: float | None = 0.1, kind: str = "feat_match", **kw):
+        super().__init__(net, kind=kind, **kw)
+        self.crop_size = int(crop_size)
+        self.padding = float(padding)
+        self.smoothing = smoothing
 
+    @classmethod
+    def from_checkpoint(cls, ckpt: Checkpoint, **options) -> "PoseEstimator":
+        """Build from a pose checkpoint of any registered architecture; the trunk is taken from
+        this file (never from the tagger).
 
-def _gaussian_kernel1d(window: int, sigma: float, dtype: torch.dtype, device) -> torch.Tensor:
-    # kornia 0.6.2 filters.kernels.gaussian: offsets centred on window // 2, normalised to sum 1
-    x = torch.arange(window, dtype=torch.float32, device=device) - window // 2
-    if window % 2 == 0:
-        x = x + 0.5
-    g = torch.exp(-x.pow(2.0) / (2 * sigma ** 2))
-    return (g / g.sum()).to(dtype)
+        Args:
+            ckpt: a feat_match or feat_concat checkpoint of any format.
+            **options: the architecture's further files (its registry ``file_options``, e.g.
+                feat_concat's ``rcnn_weights``: the Detectron2 model-zoo
+                ``model_final_997cc7.pkl`` for a head-only file); ``search_dirs`` is ignored.
 
+        Raises:
+            WrongModelError: not a pose checkpoint.
+            CheckpointError: wrong keys or shapes, or a further file missing or bad.
+        """
+        options.pop("search_dirs", None)
+        weights = expect_architecture(ckpt, cls.task)
+        files = {k: options.pop(k) for k in list(options) if k in {o.keyword for o in file_options(cls.task)}}
+        known = {o.keyword for o in weights.file_options}  # another architecture's files are ignored
+        net = weights.build(ckpt, **{k: v for k, v in files.items() if k in known and v is not None})
+        # the reference prefers largs.adds_keypoints and falls back to largs.danbooru_coco
+        crop = "largs.adds_keypoints" if "adds_keypoints" in ckpt.hparams.get("largs", {}) else "largs.danbooru_coco"
+        return cls(net, crop_size=hparam(ckpt, weights, f"{crop}.size"), padding=hparam(ckpt, weights, f"{crop}.padding"),
+                   source=ckpt.path, kind=weights.architecture, **options)
 
-def _filter_reflect(x: torch.Tensor, kernel_hw: torch.Tensor) -> torch.Tensor:
-    # kornia 0.6.2 filter2d: reflect-pad to 'same' size, then a depthwise conv2d
-    kh, kw = kernel_hw.shape
-    b, c, h, w = x.shape
-    x = F.pad(x, [(kw - 1) // 2 if kw % 2 == 0 else kw // 2, kw // 2,
-                  (kh - 1) // 2 if kh % 2 == 0 else kh // 2, kh // 2], mode="reflect")
-    weight = kernel_hw.expand(c, 1, kh, kw)
-    return F.conv2d(x, weight, groups=c).view(b, c, h, w)
+    def heatmaps(self, crops: torch.Tensor) -> torch.Tensor:
+        """float32 (B, 3, S, S) crops in [0, 1] -> float32 (B, 25, h, w) heatmap logits on the CPU."""
+        return self.forward(crops)
 
+    def __call__(self, image: Image.Image, bbox_xywh: Sequence[int], **kw) -> PoseResult:
+        """Estimate the pose of the character inside ``bbox_xywh`` (COCO ``[x, y, w, h]`` pixels)."""
+        return self.estimate([image], [bbox_xywh], **kw)[0]
 
-def decode_heatmaps(
-    logits: torch.Tensor, input_size: tuple[int, int], smoothing: float | None = 0.1
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Heatmap logits -> keypoints in crop pixels, as the reference's ``forward(smoothing=...)``.
+    def estimate(self, images: Sequence[Image.Image], bboxes_xywh: Sequence[Sequence[int]], *,
+                 return_heatmaps: bool = False) -> list[PoseResult]:
+        """Estimate poses for images with one character bbox each, as one batch.
 
-    ``p = sigmoid(logits)``; with smoothing, a Gaussian of ``sigma = max(h, w) * smoothing``
-    (12.8 at 128) and window ``max(3, 2 * int(sigma) + 1)`` (25) is applied separably, x
-    first then y, with reflect borders, exactly as kornia 0.6.2's ``gaussian_blur2d``.  The
-    argmax (first index on ties) of each channel gives ``row = idx // w * (H / h)`` and
-    ``col = idx % w * (W / w)``: the winning cell's top-left corner in crop pixels (no +0.5).
-    Without smoothing the raw logits' argmax is used.
-
-    Args:
-        logits: float (B, K, h, w) heatmap logits.
-        input_size: ``(H, W)`` of the network input crop in pixels (256, 256).
-        smoothing: the reference's smoothing factor (0.1 in ``infer_pose``) or None.
-
-    Returns:
-        ``keypoints_rc`` float32 (B, K, 2) (row, col) crop pixels; ``scores`` float32 (B, K):
-        the peak of the *unsmoothed* sigmoid map (an illustpose addition; positions are
-        unaffected); ``smoothed_max`` float32 (B, K): the maximum of the map the argmax ran on.
-    """
-    logits = logits.float()
-    b, k, h, w = logits.shape
-    prob = torch.sigmoid(logits)
-    scores = prob.amax(dim=(2, 3))
-    if smoothing is None:
-        target = logits
-    else:
-        sigma = max(h, w) * smoothing
-        window = max(3, int(sigma) * 2 + 1)
-        g = _gaussian_kernel1d(window, sigma, prob.dtype, prob.device)
-        target = _filter_reflect(_filter_reflect(prob, g[None, :]), g[:, None])
-    flat = target.reshape(b, k, -1)
-    idx = flat.argmax(-1)
-    rows = idx // w * (input_size[0] / h)
-    cols = idx % w * (input_size[1] / w)
-    return torch.stack([rows, cols], dim=2).float(), scores, flat.amax(-1)
+        Returns:
+            one :class:`PoseResult` per image: keypoints (25, 2) float64 (x, y) input pixels,
+            scores (25,) float32, and the heatmap logits when ``return_heatmaps``.
+        """
+        if len(images) != len(bboxes_xywh):
+            raise ValueError(f"got {len(images)} images but {len(bboxes_xywh)} bboxes")
+        if not images:
+            return []
+        cropboxes = [pose_cropbox(bbox_xywh_to_rc(b), self.crop_size, self.padding) for b in bboxes_xywh]
+        crops = torch.stack([pose_input(im, cb) for im, cb in zip(images, cropboxes)])
+        logits = self.heatmaps(crops)
+        kps_rc, scores, _ = decode_heatmaps(logits, crops.shape[-2:], self.smoothing)
+        out = []
+        for i, (im, cb) in enumerate(zip(images, cropboxes)):
+            hw = (im.height, im.width)
+            # crop (row, col) -> image (row, col) through the unrounded inverse cropbox, in
+            # float64 as the reference; then the one (row, col) -> (x, y) swap.
+            xy = rc_to_xy(cropbox_points(kps_rc[i].numpy(), invert_cropbox(hw, cb)))
+            out.append(PoseResult(
+                keypoints=xy, scores=scores[i].numpy(), bbox_xywh=tuple(int(v) for v in bboxes_xywh[i]),
+                cropbox=cb, image_size_hw=hw, heatmaps=logits[i].numpy() if return_heatmaps else None,
+            ))
+        return out

@@ -1,22 +1,37 @@
 """Character segmenter: DeepLabv3-ResNet101 plus a final head over [DeepLab output, input].
 
-Reference ``_train/character_bg_seg/models/alaska.py``.  Keys: ``deeplab.backbone.*`` (ResNet-101,
+Reference ``_train/character_bg_seg/models/alaska.py`` (network) and
+``_scripts/character_segmenter.py`` (inference).  Keys: ``deeplab.backbone.*`` (ResNet-101,
 dilated layer3/layer4), ``deeplab.classifier.*`` (ASPP(2048, [12, 24, 36]) -> conv 256->64, BN,
 LeakyReLU -> conv 64->16, BN, LeakyReLU) and ``final_head.*`` (conv 19->16, BN, LeakyReLU, conv
 16->8, BN, LeakyReLU, conv 8->2).  No ``aux_classifier``.
+
+This module holds the network (:class:`CharacterSegmenterNet`), its builder (:func:`build`) and
+its detector (:class:`CharacterSegmenter`); the registry record is ``segmenter``.
 """
 
 from __future__ import annotations
 
+from typing import Sequence
+
+import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 from torchvision.models import resnet101
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.segmentation.deeplabv3 import ASPP, DeepLabV3
 
+from ..checkpoints import Checkpoint
+from ..detector import Detector
+from ..geometry import bbox_from_mask, bbox_rc_to_xywh
+from ..loading import expect_architecture, hparam, load_strict
+from ..preprocess import segmenter_input
+from ..registry import ModelWeights
+from ..results import SegmentationResult
 from ._common import ImageNetNormalize
 
-__all__ = ["CharacterSegmenterNet"]
+__all__ = ["CharacterSegmenterNet", "build", "CharacterSegmenter"]
 
 
 def _conv_bn_lrelu(cin: int, cout: int) -> list[nn.Module]:
@@ -49,3 +64,76 @@ class CharacterSegmenterNet(nn.Module):
         normed = self.normalize(rgb)
         out = self.deeplab(normed)["out"]  # upsampled bilinear to the input size inside DeepLabV3
         return self.final_head(torch.cat([out, normed], dim=1))
+
+
+def build(checkpoint: Checkpoint, weights: ModelWeights) -> CharacterSegmenterNet:
+    """The segmenter network with the checkpoint's tensors (strict keys and shapes).
+
+    Raises:
+        CheckpointError: missing, unexpected or misshapen keys.
+    """
+    return load_strict(CharacterSegmenterNet, checkpoint.state_dict, checkpoint.path)
+
+
+class CharacterSegmenter(Detector):
+    """The paper's character segmenter (reference ``_scripts/character_segmenter.py``).
+
+    Args:
+        net: a loaded :class:`~illustpose.models.segmenter.CharacterSegmenterNet`.
+        size: working short side in pixels (``largs.bg_seg.size``, 256 released).
+        bbox_threshold: the bbox rule's probability threshold (0.5 as the reference).
+
+    Call with one PIL image (8-bit ``RGB``/``RGBA``, see :mod:`illustpose.images`) or a list.
+    """
+
+    task = "segment"
+
+    def __init__(self, net: CharacterSegmenterNet, *, size: int = 256, bbox_threshold: float = 0.5, **kw):
+        super().__init__(net, kind="segmenter", **kw)
+        self.size = int(size)
+        self.bbox_threshold = bbox_threshold
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: Checkpoint, **kwargs) -> "CharacterSegmenter":
+        """Build from a segmenter checkpoint of any format (strict keys, hyper-parameters from the file)."""
+        kwargs.pop("search_dirs", None)
+        weights = expect_architecture(ckpt, cls.task)
+        net = weights.build(ckpt)
+        return cls(net, size=hparam(ckpt, weights, "largs.bg_seg.size"), source=ckpt.path, **kwargs)
+
+    def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        """Foreground probability for a batch of same-size inputs.
+
+        Args:
+            batch: float32 (B, 3, h, w) in [0, 1] from :func:`~illustpose.preprocess.segmenter_input`.
+
+        Returns:
+            float32 (B, h, w) in [0, 1] on the CPU (softmax channel 1).
+        """
+        return torch.softmax(self.forward(batch), dim=1)[:, 1]
+
+    def __call__(self, images: Image.Image | Sequence[Image.Image]):
+        """Segment one image (-> :class:`SegmentationResult`) or a list (-> list)."""
+        if isinstance(images, Image.Image):
+            return self.segment([images])[0]
+        return self.segment(list(images))
+
+    def segment(self, images: Sequence[Image.Image]) -> list[SegmentationResult]:
+        """Segment images; inputs of equal working size run as one batch."""
+        inputs = [segmenter_input(im, self.size) for im in images]
+        probs: list[torch.Tensor | None] = [None] * len(images)
+        groups: dict[tuple, list[int]] = {}
+        for i, t in enumerate(inputs):
+            groups.setdefault(tuple(t.shape), []).append(i)
+        for idx in groups.values():
+            for i, p in zip(idx, self.probabilities(torch.stack([inputs[i] for i in idx]))):
+                probs[i] = p
+        return [self._result(im, p) for im, p in zip(images, probs)]
+
+    def _result(self, image: Image.Image, prob: torch.Tensor) -> SegmentationResult:
+        # reference: TF.to_pil_image(prob) (= trunc(255 * p) as uint8), then PIL's default
+        # resize filter (bicubic) back to the input size, then abbox on the 8-bit mask.
+        u8 = prob.mul(255).byte().numpy()
+        mask = np.array(Image.fromarray(u8, "L").resize((image.width, image.height), Image.BICUBIC))
+        bbox = bbox_rc_to_xywh(bbox_from_mask(mask, self.bbox_threshold))
+        return SegmentationResult(mask=mask, probability=prob.numpy(), bbox_xywh=tuple(bbox))

@@ -38,6 +38,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import PoseIndexError
+from ..geometry import apply_crop_transforms, pose_crop_transforms
 from ..keypoints import (
     ALL_KEYPOINTS,
     OPENPOSE18_FROM_COCO17,
@@ -46,31 +47,23 @@ from ..keypoints import (
     flip_permutation,
     from_coco_annotation,
 )
+from ..registry import POSE_CROP_PADDING, POSE_CROP_SIZE
 from ..results import PoseResult
 
 __all__ = [
-    "CROP_SIZE",
-    "CROP_PADDING",
     "NUM_JOINTS",
     "DescriptorKind",
     "DESCRIPTOR_KINDS",
     "descriptor_kind",
     "PoseKeypoints",
-    "crop_frame_points",
     "pose_descriptors",
     "mirror_descriptors",
     "pair_mask",
 ]
 
-#: Side of the pose crop in pixels and its padding fraction (the checkpoints'
-#: ``largs.danbooru_coco.size`` / ``.padding``; ``pad_factor`` is 1 in ``infer_pose``).
-CROP_SIZE = 256
-CROP_PADDING = 0.1
-
 #: Joints stored per entry: the model's 25 channels (:data:`illustpose.keypoints.ALL_KEYPOINTS`).
 NUM_JOINTS = len(ALL_KEYPOINTS)
 
-_PAD_FACTOR = 1  # infer_pose's default
 _CHUNK_ROWS = 512  # poses per inner step: the working set (~6 MB) stays in cache
 _PARALLEL_MIN_ROWS = 8192  # below this a thread pool costs more than it saves
 
@@ -281,69 +274,12 @@ class PoseKeypoints:
         return h.hexdigest()
 
 
-def _crop_transforms(bbox: np.ndarray, size: int, padding: float) -> np.ndarray:
-    """Per-pose ``(from_row, from_col, scale_row, scale_col)``, float64 (N, 4).
-
-    The pose cropbox of :func:`illustpose.geometry.pose_cropbox` in the reference's order of
-    operations (``cropbox_sequence`` of ``infer_pose``: bbox -> centred square -> padding),
-    broadcast over a batch; ``crop = (image - from) * scale`` per axis.
-    """
-    x0, y0, w, h = (bbox[:, i] for i in range(4))
-    p = size * padding
-    corner_pad = -p * _PAD_FACTOR / 2
-    sf = np.maximum(h, w) / size
-    # resize_square_dry: centre the bbox in a max(h, w) square (floor division, as in Python)
-    corner_r = np.where(h < w, np.floor_divide(-(w - h), 2), 0.0)
-    corner_c = np.where(h < w, 0.0, np.floor_divide(-(h - w), 2))
-    return np.stack([
-        y0 + (corner_r + corner_pad * sf) * (h / h),
-        x0 + (corner_c + corner_pad * sf) * (w / w),
-        size / (((size + p * _PAD_FACTOR) * sf) * (h / h)),
-        size / (((size + p * _PAD_FACTOR) * sf) * (w / w)),
-    ], axis=1)
-
-
-def _apply_crop(xy: np.ndarray, transforms: np.ndarray, out: np.ndarray) -> None:
-    """``out[..., 0] = (y - from_row) * scale_row``, ``out[..., 1] = (x - from_col) * scale_col``."""
-    np.subtract(xy[..., 1], transforms[:, 0, None], out=out[..., 0])
-    np.multiply(out[..., 0], transforms[:, 2, None], out=out[..., 0])
-    np.subtract(xy[..., 0], transforms[:, 1, None], out=out[..., 1])
-    np.multiply(out[..., 1], transforms[:, 3, None], out=out[..., 1])
-
-
 def _check_batch(xy: np.ndarray, bbox: np.ndarray, min_joints: int) -> None:
     if xy.ndim != 3 or xy.shape[1] < min_joints or xy.shape[2] != 2 or bbox.shape != (xy.shape[0], 4):
         raise KeypointError(
             f"expected keypoints (N, J, 2) with J >= {min_joints} (x, y pixels) and bbox_xywh (N, 4), "
             f"got {xy.shape} and {bbox.shape}"
         )
-
-
-def crop_frame_points(keypoints_xy, bbox_xywh, *, size: int = CROP_SIZE,
-                      padding: float = CROP_PADDING) -> np.ndarray:
-    """Map poses into their pose crop frame, vectorised.
-
-    Equals ``cropbox_points(xy_to_rc(kp), pose_cropbox(bbox_xywh_to_rc(bbox), size, padding))``
-    of :mod:`illustpose.geometry` bit for bit: the same float64 operations in the same
-    order, broadcast over a batch.
-
-    Args:
-        keypoints_xy: float (N, J, 2) ``(x, y)`` image pixels (NaN allowed, kept).
-        bbox_xywh: float (N, 4) COCO ``[x, y, w, h]`` pixels, ``w, h > 0``.
-        size, padding: the crop side (pixels) and padding fraction.
-
-    Returns:
-        float64 (N, J, 2) ``(row, col)`` crop-frame pixels (``0..size`` inside the crop).
-
-    Raises:
-        KeypointError: on a bbox that is not finite or has a side <= 0, or mismatched shapes.
-    """
-    xy = np.asarray(keypoints_xy, dtype=np.float64)
-    bbox = _bbox_array(bbox_xywh, "crop_frame_points")
-    _check_batch(xy, bbox, 1)
-    out = np.empty_like(xy)
-    _apply_crop(xy, _crop_transforms(bbox, size, padding), out)
-    return out
 
 
 def _workers() -> int:
@@ -373,7 +309,7 @@ def _descriptor_rows(xy: np.ndarray, transforms: np.ndarray, kind: DescriptorKin
     for start in range(0, n, rows):
         stop = min(n, start + rows)
         c = stop - start
-        _apply_crop(xy[start:stop], transforms[start:stop], points[:c])
+        apply_crop_transforms(xy[start:stop], transforms[start:stop], points[:c])
         np.copyto(zt[:, :c], points[:c].view(np.complex128)[..., 0].T)
         at = 0
         for i in range(joints - 1):  # pairs (i, i+1), ..., (i, J-1): pdist order
@@ -386,7 +322,7 @@ def _descriptor_rows(xy: np.ndarray, transforms: np.ndarray, kind: DescriptorKin
 
 
 def pose_descriptors(keypoints_xy, bbox_xywh, kind: str | DescriptorKind = "all25", *,
-                     size: int = CROP_SIZE, padding: float = CROP_PADDING,
+                     size: int = POSE_CROP_SIZE, padding: float = POSE_CROP_PADDING,
                      dtype=np.float32) -> np.ndarray:
     """Descriptors of a batch of poses (the reference's ``pdist(cropbox_points(...))``).
 
@@ -415,7 +351,7 @@ def pose_descriptors(keypoints_xy, bbox_xywh, kind: str | DescriptorKind = "all2
         xy, bbox = xy[None], bbox[None]
     _check_batch(xy, bbox, kd.num_joints)
     xy = xy[:, :kd.num_joints]
-    transforms = _crop_transforms(bbox, size, padding)
+    transforms = pose_crop_transforms(bbox, size, padding)
     n = xy.shape[0]
     out = np.empty((n, kd.dims), dtype=dtype)
     workers = min(_workers(), max(1, n // _PARALLEL_MIN_ROWS))

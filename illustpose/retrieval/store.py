@@ -31,7 +31,6 @@ import json
 import os
 import re
 import sqlite3
-import tempfile
 import threading
 import uuid
 from collections.abc import Iterable, Mapping
@@ -45,11 +44,12 @@ import numpy as np
 
 from .. import __version__
 from ..errors import PoseIndexError
-from ..keypoints import KeypointError, coco_categories, to_coco_annotation
+from ..datasets import write_coco
+from ..keypoints import KeypointError, to_coco_annotation
 from ..results import PoseResult
+from ..registry import POSE_CROP_PADDING as CROP_PADDING
+from ..registry import POSE_CROP_SIZE as CROP_SIZE
 from .descriptor import (
-    CROP_PADDING,
-    CROP_SIZE,
     NUM_JOINTS,
     DescriptorKind,
     PoseKeypoints,
@@ -629,15 +629,28 @@ class PoseIndex:
 
     # ------------------------------------------------------------------ export
 
-    def _coco_annotation(self, e: StoredEntry) -> dict:
+    def _entries(self) -> Iterable[StoredEntry]:
+        """Every stored entry in id order, read page by page (bounded memory)."""
+        try:
+            cur = self._conn.execute(f"SELECT {self._ENTRY_COLUMNS} FROM entries ORDER BY id")
+            while page := cur.fetchmany(_LOAD_PAGE):
+                yield from map(self._stored, page)
+        except sqlite3.DatabaseError as e:
+            raise self._corrupt(e) from None
+
+    @staticmethod
+    def _coco_image(e: StoredEntry) -> dict:
+        item = {"id": e.id, "file_name": e.source}
+        if e.image_size_hw:
+            item.update(height=e.image_size_hw[0], width=e.image_size_hw[1])
+        return item
+
+    @staticmethod
+    def _coco_annotation(e: StoredEntry) -> dict:
         p = e.pose
         xy = np.where(p.present[:, None], p.keypoints, 0.0)
-        ann = to_coco_annotation(xy, p.scores, p.bbox_xywh, image_id=e.id, ann_id=e.id)
-        for j in np.flatnonzero(~p.present[:17]).tolist():
-            ann["keypoints"][3 * j:3 * j + 3] = [0.0, 0.0, 0]
-        ann["num_keypoints"] = int(np.count_nonzero(p.present[:17]))
-        ann["tags"] = e.tags
-        return ann
+        ann = to_coco_annotation(xy, p.scores, p.bbox_xywh, image_id=e.id, ann_id=e.id, present=p.present)
+        return {**ann, "tags": e.tags}
 
     def export_coco(self, path: str | os.PathLike) -> Path:
         """Write every entry as COCO keypoint JSON (one image + one annotation per entry).
@@ -646,43 +659,17 @@ class PoseIndex:
         when known.  ``annotations[i]``: :func:`illustpose.keypoints.to_coco_annotation`
         (``id`` = ``image_id`` = entry id; present joints ``v = 2``, absent ``[0, 0, 0]``;
         ``extra_keypoints`` with the model's 8 extra joints) plus the entry's ``tags``.
-        The file is written to a temporary name and renamed, so it is complete or absent.
+        Written by :func:`illustpose.datasets.write_coco` (streamed, atomic), so it is
+        complete or absent.
 
         Returns:
             the written path.
         """
         out = Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-        try:
-            with self._lock, os.fdopen(fd, "w", encoding="utf-8") as f:
-                self._check_open()
-                info = {"description": f"illustpose pose index export of {self.path.name}",
-                        "version": __version__, "date_created": _now(),
-                        "descriptor_kind": self.kind.name, "model": self.model}
-                f.write('{"info": ' + json.dumps(info) + ', "categories": ' + json.dumps([coco_categories()]))
-                for section in ("images", "annotations"):
-                    f.write(f', "{section}": [')
-                    cur = self._conn.execute(f"SELECT {self._ENTRY_COLUMNS} FROM entries ORDER BY id")
-                    sep = ""
-                    while page := cur.fetchmany(_LOAD_PAGE):
-                        for row in page:
-                            e = self._stored(row)
-                            if section == "images":
-                                item = {"id": e.id, "file_name": e.source}
-                                if e.image_size_hw:
-                                    item.update(height=e.image_size_hw[0], width=e.image_size_hw[1])
-                            else:
-                                item = self._coco_annotation(e)
-                            f.write(sep + json.dumps(item))
-                            sep = ", "
-                    f.write("]")
-                f.write("}\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, out)
-        except sqlite3.DatabaseError as e:
-            raise self._corrupt(e) from None
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        return out
+        info = {"version": __version__, "date_created": _now(), "descriptor_kind": self.kind.name,
+                "model": self.model}
+        with self._lock:
+            self._check_open()
+            return write_coco(out, map(self._coco_image, self._entries()), map(self._coco_annotation, self._entries()),
+                              description=f"illustpose pose index export of {self.path.name}", info=info)

@@ -1,5 +1,5 @@
-"""Node-test fixtures: the pack loaded the way ComfyUI loads it, once per node API, over a fake
-ComfyUI folder holding tiny random-weight models."""
+"""Node-test fixtures: the pack loaded the way ComfyUI loads it, over a fake ComfyUI folder holding
+tiny random-weight models."""
 
 from __future__ import annotations
 
@@ -11,11 +11,17 @@ from harness import Pack, load_pack, write_tiny_weights
 # Every library module the nodes import, imported now: patch.dict(sys.modules) in load_pack
 # removes on exit the modules first imported inside it, and the tests must share the nodes' classes.
 import illustpose.checkpoints  # noqa: F401
+import illustpose.datasets  # noqa: F401
 import illustpose.geometry  # noqa: F401
+import illustpose.heatmaps  # noqa: F401
 import illustpose.images  # noqa: F401
 import illustpose.keypoints  # noqa: F401
+import illustpose.models.feat_match  # noqa: F401
 import illustpose.pipeline  # noqa: F401
+import illustpose.registry  # noqa: F401
 import illustpose.render  # noqa: F401
+import illustpose.retrieval.ingest  # noqa: F401
+import illustpose.retrieval.preview  # noqa: F401
 import illustpose.weights  # noqa: F401
 
 
@@ -28,23 +34,13 @@ def comfy_base(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def packs(comfy_base) -> dict:
-    return {"v1": load_pack(comfy_base, v3=False), "v3": load_pack(comfy_base, v3=True)}
-
-
-def _fresh(p: Pack) -> Pack:
-    p.calls.clear()
-    p.utils.PROGRESS_BAR_HOOK = None
-    return p
-
-
-@pytest.fixture(params=["v1", "v3"])
-def pack(request, packs) -> Pack:
-    """The pack under each node API; ``calls`` is emptied and the progress hook removed first."""
-    return _fresh(packs[request.param])
+def loaded_pack(comfy_base) -> Pack:
+    return load_pack(comfy_base)
 
 
 @pytest.fixture
-def pack_v3(packs) -> Pack:
-    """The pack under the V3 API only, for checks of what both APIs share (the node's ``execute``)."""
-    return _fresh(packs["v3"])
+def pack(loaded_pack) -> Pack:
+    """The pack; ``calls`` is emptied and the progress hook removed first."""
+    loaded_pack.calls.clear()
+    loaded_pack.utils.PROGRESS_BAR_HOOK = None
+    return loaded_pack

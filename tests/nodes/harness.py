@@ -14,7 +14,7 @@ import torch
 from fake_comfy import make_comfy, make_comfy_api, make_folder_paths
 
 from illustpose.checkpoints import save_safetensors
-from illustpose.models.pose import FeatMatchPoseNet
+from illustpose.models.feat_match import FeatMatchPoseNet
 from illustpose.models.segmenter import CharacterSegmenterNet
 from illustpose.models.tagger import DanbooruTaggerNet
 
@@ -48,7 +48,6 @@ class Pack:
     module: object
     modules: dict
     calls: list
-    v3: bool
 
     @property
     def folder_paths(self):
@@ -70,34 +69,28 @@ class Pack:
         return self.run(node_id, weights=weights, precision="fp32")[0][0]
 
     def node_classes(self) -> list:
-        if self.v3:
-            return asyncio.run(asyncio.run(self.module.comfy_entrypoint()).get_node_list())
-        return list(self.module.NODE_CLASS_MAPPINGS.values())
+        return asyncio.run(asyncio.run(self.module.comfy_entrypoint()).get_node_list())
 
     def node(self, node_id: str):
         return {cls.define_schema().node_id: cls for cls in self.node_classes()}[node_id]
 
     def run(self, node_id: str, **inputs) -> tuple[tuple, dict | None]:
-        """Execute a node the way ComfyUI does for its API; returns (outputs, ui)."""
-        cls = self.node(node_id)
-        if self.v3:
-            out = cls.execute(**inputs)
-            return tuple(out.args), out.ui
-        obj = cls()
-        result = getattr(obj, obj.FUNCTION)(**inputs)
-        return (tuple(result["result"]), result["ui"]) if isinstance(result, dict) else (tuple(result), None)
+        """Execute a node the way ComfyUI's V3 executor does; returns (outputs, ui)."""
+        out = self.node(node_id).execute(**inputs)
+        return tuple(out.args), out.ui
 
 
-def load_pack(base: Path, v3: bool) -> Pack:
+def load_pack(base: Path, comfy_api: bool = True) -> Pack:
     """Import the repository's ``__init__.py`` as ComfyUI's ``load_custom_node`` does (module
-    name = its path with '.' -> '_x_'), with fake ComfyUI modules, V3 API present or absent."""
+    name = its path with '.' -> '_x_'), with fake ComfyUI modules; ``comfy_api=False`` is a
+    ComfyUI older than the V3 API (``import comfy_api`` fails)."""
     calls: list = []
     modules = {**make_comfy(calls), "folder_paths": make_folder_paths(str(base)), "server": MagicMock()}
-    modules.update(make_comfy_api() if v3 else {"comfy_api": None})  # None: "import comfy_api" fails
-    name = f"{REPO}_{'v3' if v3 else 'v1'}".replace(".", "_x_")
+    modules.update(make_comfy_api() if comfy_api else {"comfy_api": None})  # None: "import comfy_api" fails
+    name = f"{REPO}_{'v3' if comfy_api else 'old'}".replace(".", "_x_")
     with patch.dict(sys.modules, modules):
         spec = importlib.util.spec_from_file_location(name, REPO / "__init__.py")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
-    return Pack(module, modules, calls, v3)
+    return Pack(module, modules, calls)

@@ -52,13 +52,13 @@ def test_saved_keypoints_load_back_and_render_the_same(pack):
     assert written[0] + " [output]" in next(i for i in pack.node(LOAD).define_schema().inputs if i.id == "file").options
 
 
-def test_runs_of_a_list_are_saved_together_and_numbers_follow_saveimage(pack_v3):
+def test_runs_of_a_list_are_saved_together_and_numbers_follow_saveimage(pack):
     a, _ = hand_made_pose(seed=1)
     b, _ = hand_made_pose(seed=2)
     prefix = f"{unique()}/pose"
-    assert save(pack_v3, [a, b], prefix) == [f"{prefix}_00001_.json"]  # one value per upstream run
-    assert save(pack_v3, [a + b], prefix) == [f"{prefix}_00002_.json"]
-    out = Path(pack_v3.folder_paths.get_output_directory())
+    assert save(pack, [a, b], prefix) == [f"{prefix}_00001_.json"]  # one value per upstream run
+    assert save(pack, [a + b], prefix) == [f"{prefix}_00002_.json"]
+    out = Path(pack.folder_paths.get_output_directory())
     assert json.loads((out / f"{prefix}_00001_.json").read_text()) == a + b
 
 
@@ -76,35 +76,35 @@ def test_coco_files_are_merged_named_and_load_as_keypoints(pack):
     assert from_coco == b  # v = 2 joints present, v = 1 absent: the pose node's threshold rule
 
 
-def test_mismatched_inputs_are_clear_errors(pack_v3):
+def test_mismatched_inputs_are_clear_errors(pack):
     frame, coco = hand_made_pose()
-    with pytest.raises(pack_v3.node_error, match="coco_json holds 1 images but pose_keypoint 2 frames"):
-        save(pack_v3, [frame + frame], unique(), coco_json=[coco])
-    with pytest.raises(pack_v3.node_error, match="not a COCO keypoints file"):
-        save(pack_v3, [frame], unique(), coco_json=["{}"])
-    with pytest.raises(pack_v3.node_error, match="pose_keypoints_2d must hold 18"):
+    with pytest.raises(pack.node_error, match="coco_json holds 1 images but pose_keypoint 2 frames"):
+        save(pack, [frame + frame], unique(), coco_json=[coco])
+    with pytest.raises(pack.node_error, match="not a COCO keypoints file"):
+        save(pack, [frame], unique(), coco_json=["{}"])
+    with pytest.raises(pack.node_error, match="pose_keypoints_2d must hold 18"):
         bad = {"people": [{"pose_keypoints_2d": [1, 2, 3]}], "canvas_height": 4, "canvas_width": 4}
-        save(pack_v3, [[bad]], unique())
+        save(pack, [[bad]], unique())
 
 
-def test_loading_from_the_input_folder_and_bad_files(pack_v3):
+def test_loading_from_the_input_folder_and_bad_files(pack):
     frame, _ = hand_made_pose()
-    inp = Path(pack_v3.folder_paths.get_input_directory())
+    inp = Path(pack.folder_paths.get_input_directory())
     name = unique() + ".json"
     (inp / name).write_text(json.dumps(frame[0]))  # a single frame dict is accepted too
-    node = pack_v3.node(LOAD)
+    node = pack.node(LOAD)
     assert name in next(i for i in node.define_schema().inputs if i.id == "file").options
-    (loaded,), _ = pack_v3.run(LOAD, file=name)
+    (loaded,), _ = pack.run(LOAD, file=name)
     assert loaded == frame
     before = node.fingerprint_inputs(file=name)
     os.utime(inp / name, ns=(0, 10**9))
     assert node.fingerprint_inputs(file=name) != before
     (inp / "broken.json").write_text("{nope")
-    with pytest.raises(pack_v3.node_error, match="cannot read it as JSON"):
-        pack_v3.run(LOAD, file="broken.json")
+    with pytest.raises(pack.node_error, match="cannot read it as JSON"):
+        pack.run(LOAD, file="broken.json")
     (inp / "animals.json").write_text(json.dumps([{"animals": [[[1, 2, 1]]], "canvas_height": 8, "canvas_width": 8}]))
-    with pytest.raises(pack_v3.node_error, match="animal poses"):
-        pack_v3.run(LOAD, file="animals.json")
+    with pytest.raises(pack.node_error, match="animal poses"):
+        pack.run(LOAD, file="animals.json")
 
 
 def captions(pack, tags, prefix, caption_prefix="", underscores=True, **kw):
@@ -137,8 +137,8 @@ def test_images_are_saved_beside_their_captions_with_the_same_stem(pack):
     assert np.array_equal(saved, (255 * batch[1].numpy()).astype(np.uint8))
 
 
-def test_caption_and_image_counts_must_agree(pack_v3):
-    with pytest.raises(pack_v3.node_error, match="2 captions for 1 images"):
-        captions(pack_v3, ["a", "b"], unique(), images=[torch.rand(1, 4, 4, 3)])
-    with pytest.raises(pack_v3.node_error, match="filenames holds 1 names for 2 items"):
-        captions(pack_v3, ["a", "b"], unique(), filenames=["x.png"])
+def test_caption_and_image_counts_must_agree(pack):
+    with pytest.raises(pack.node_error, match="2 captions for 1 images"):
+        captions(pack, ["a", "b"], unique(), images=[torch.rand(1, 4, 4, 3)])
+    with pytest.raises(pack.node_error, match="filenames holds 1 names for 2 items"):
+        captions(pack, ["a", "b"], unique(), filenames=["x.png"])

@@ -46,15 +46,15 @@ def test_images_of_any_size_and_mode_load_as_a_list(pack, folder):
     assert ("progress", 4) in pack.calls
 
 
-def test_recursion_start_and_limit(pack_v3, folder):
+def test_recursion_start_and_limit(pack, folder):
     root, _ = folder
-    assert load(pack_v3, root.name, recursive=False)[2] == ["a_rgb.png", "b_rgba.png"]
-    assert load(pack_v3, str(root), start=1, limit=2)[2] == ["b_rgba.png", "sub/c_grey.png"]  # absolute path too
+    assert load(pack, root.name, recursive=False)[2] == ["a_rgb.png", "b_rgba.png"]
+    assert load(pack, str(root), start=1, limit=2)[2] == ["b_rgba.png", "sub/c_grey.png"]  # absolute path too
 
 
-def test_the_fingerprint_follows_the_files(pack_v3, folder):
+def test_the_fingerprint_follows_the_files(pack, folder):
     root, _ = folder
-    node = pack_v3.node(NODE)
+    node = pack.node(NODE)
     before = node.fingerprint_inputs(folder=root.name, recursive=True, start_index=0, max_images=0)
     os.utime(root / "a_rgb.png", ns=(0, 10**9))
     assert node.fingerprint_inputs(folder=root.name, recursive=True, start_index=0, max_images=0) != before
@@ -62,9 +62,9 @@ def test_the_fingerprint_follows_the_files(pack_v3, folder):
     assert missing != missing  # NaN: always run, so execute reports the problem
 
 
-def test_empty_or_missing_folders_are_clear_errors(pack_v3, folder):
+def test_empty_or_missing_folders_are_clear_errors(pack, folder):
     root, _ = folder
-    with pytest.raises(pack_v3.node_error, match=r"no images in .* \(from index 9\)"):
-        load(pack_v3, root.name, start=9)
-    with pytest.raises(pack_v3.node_error, match="no such file or folder"):
-        load(pack_v3, "nowhere")
+    with pytest.raises(pack.node_error, match=r"no images in .* \(from index 9\)"):
+        load(pack, root.name, start=9)
+    with pytest.raises(pack.node_error, match="no such file or folder"):
+        load(pack, "nowhere")

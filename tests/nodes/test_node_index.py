@@ -61,19 +61,19 @@ def test_add_from_pose_keypoint_then_query_returns_images_renders_and_json(pack,
     assert np.array_equal(np.rint(renders[0].numpy() * 255), render_pose_keypoint(frames(poses[2:3]))[0])
 
 
-def test_the_same_poses_again_are_skipped_unless_duplicates_are_allowed(pack_v3, tmp_path):
+def test_the_same_poses_again_are_skipped_unless_duplicates_are_allowed(pack, tmp_path):
     index, kps = tmp_path / "dup.sqlite", frames(skeletons(3, seed=1))
-    assert add(pack_v3, index, pose_keypoint=kps)[0][0] == 3
-    (added, summary), _ = add(pack_v3, index, pose_keypoint=kps)
+    assert add(pack, index, pose_keypoint=kps)[0][0] == 3
+    (added, summary), _ = add(pack, index, pose_keypoint=kps)
     assert added == 0 and "skipped 3 already indexed; 3 entries" in summary
-    assert add(pack_v3, index, allow_duplicates=True, pose_keypoint=kps)[0][0] == 3
+    assert add(pack, index, allow_duplicates=True, pose_keypoint=kps)[0][0] == 3
 
 
-def test_unlabelled_poses_get_generated_sources_and_several_people_are_numbered(pack_v3, tmp_path):
+def test_unlabelled_poses_get_generated_sources_and_several_people_are_numbered(pack, tmp_path):
     index, xy = tmp_path / "people.sqlite", skeletons(3, seed=2)
     two = to_pose_keypoint([[coco17_to_openpose18(p, np.ones(17, bool)) for p in xy[:2]]], [(CANVAS, CANVAS)])
-    add(pack_v3, index, pose_keypoint=two, sources="duo")
-    add(pack_v3, index, pose_keypoint=frames(xy[2:]))
+    add(pack, index, pose_keypoint=two, sources="duo")
+    add(pack, index, pose_keypoint=frames(xy[2:]))
     with PoseIndex(index) as store:
         names = [store.get(i).source for i in (1, 2, 3)]
     assert names[:2] == ["duo#0", "duo#1"] and names[2].startswith("pose_") and len(names[2]) == 17
@@ -112,9 +112,9 @@ def test_add_from_images_stores_pngs_beside_the_index_and_a_query_image_finds_it
     assert np.array_equal(np.rint(imgs[row, top:bottom].numpy() * 255), expected)
 
 
-def test_images_with_their_pose_keypoint_are_scaled_to_the_images(pack_v3, tmp_path):
+def test_images_with_their_pose_keypoint_are_scaled_to_the_images(pack, tmp_path):
     index, xy = tmp_path / "kp.sqlite", skeletons(2, seed=4)
-    (added, _), _ = add(pack_v3, index, image=images(2, seed=4), pose_keypoint=frames(xy))
+    (added, _), _ = add(pack, index, image=images(2, seed=4), pose_keypoint=frames(xy))
     assert added == 2 and len(list((tmp_path / "kp_images").glob("image_*.png"))) == 2
     with PoseIndex(index) as store:
         e = store.get(1)
@@ -122,18 +122,18 @@ def test_images_with_their_pose_keypoint_are_scaled_to_the_images(pack_v3, tmp_p
     assert np.allclose(e.pose.keypoints[:17], xy[0] * [W / CANVAS, H / CANVAS])
 
 
-def test_k_larger_than_the_index_returns_every_entry(pack_v3, tmp_path):
+def test_k_larger_than_the_index_returns_every_entry(pack, tmp_path):
     index, xy = tmp_path / "small.sqlite", skeletons(2, seed=5)
-    add(pack_v3, index, pose_keypoint=frames(xy))
-    (imgs, renders, results, sources), _ = query(pack_v3, index, k=10, pose_keypoint=frames(xy[:1]))
+    add(pack, index, pose_keypoint=frames(xy))
+    (imgs, renders, results, sources), _ = query(pack, index, k=10, pose_keypoint=frames(xy[:1]))
     assert len(json.loads(results)) == 2 and imgs.shape[0] == renders.shape[0] == 2 and len(sources.splitlines()) == 2
 
 
-def test_a_missing_source_image_is_a_grey_placeholder(pack_v3, tmp_path):
+def test_a_missing_source_image_is_a_grey_placeholder(pack, tmp_path):
     index, xy = tmp_path / "gone.sqlite", skeletons(2, seed=6)
-    add(pack_v3, index, image=images(2, seed=6), pose_keypoint=frames(xy), sources="keep\nlose")
+    add(pack, index, image=images(2, seed=6), pose_keypoint=frames(xy), sources="keep\nlose")
     (tmp_path / "gone_images" / "lose.png").unlink()
-    (imgs, renders, results, _), ui = query(pack_v3, index, k=2, pose_keypoint=frames(xy[1:]))
+    (imgs, renders, results, _), ui = query(pack, index, k=2, pose_keypoint=frames(xy[1:]))
     hits = json.loads(results)
     assert hits[0]["source"].endswith("lose.png")
     assert torch.all(imgs[0] == 128 / 255) and not torch.all(imgs[1] == 128 / 255)
@@ -141,7 +141,7 @@ def test_a_missing_source_image_is_a_grey_placeholder(pack_v3, tmp_path):
 
 
 def test_a_name_lives_in_the_indexes_folder_and_info_describes_it(pack, comfy_base):
-    name = f"sub/info_{'v3' if pack.v3 else 'v1'}.sqlite"
+    name = "sub/info.sqlite"
     add(pack, name, pose_keypoint=frames(skeletons(2, seed=7)))
     path = comfy_base / "models" / "illustpose" / "indexes" / name
     assert path.is_file()
@@ -154,7 +154,7 @@ def test_a_name_lives_in_the_indexes_folder_and_info_describes_it(pack, comfy_ba
 def test_query_and_info_rerun_when_the_index_changes(pack, tmp_path):
     index, xy = str(tmp_path / "fp.sqlite"), skeletons(3, seed=8)
     node = pack.node(QUERY)
-    fingerprint = node.fingerprint_inputs if pack.v3 else node.IS_CHANGED
+    fingerprint = node.fingerprint_inputs
     assert fingerprint(index=index) != fingerprint(index=index)  # no file yet: NaN, always re-run
     add(pack, index, pose_keypoint=frames(xy[:2]))
     before = fingerprint(index=index, k=3)
@@ -164,21 +164,21 @@ def test_query_and_info_rerun_when_the_index_changes(pack, tmp_path):
     assert fingerprint(k=3) != fingerprint(k=3)  # index connected by a link: not known, always re-run
 
 
-def test_repeated_queries_reuse_the_open_index_and_a_replaced_file_is_reopened(pack_v3, tmp_path):
-    cache = pack_v3.module.nodes.index._open
+def test_repeated_queries_reuse_the_open_index_and_a_replaced_file_is_reopened(pack, tmp_path):
+    cache = pack.module.nodes.index._open
     index, xy = tmp_path / "cache.sqlite", skeletons(4, seed=9)
-    add(pack_v3, index, pose_keypoint=frames(xy[:2]), sources="old0\nold1")
-    query(pack_v3, index, pose_keypoint=frames(xy[:1]))
+    add(pack, index, pose_keypoint=frames(xy[:2]), sources="old0\nold1")
+    query(pack, index, pose_keypoint=frames(xy[:1]))
     handle = cache[str(index.resolve())][1]
-    query(pack_v3, index, pose_keypoint=frames(xy[:1]))
+    query(pack, index, pose_keypoint=frames(xy[:1]))
     assert cache[str(index.resolve())][1] is handle
     index.unlink()
     for suffix in ("-wal", "-shm"):
         (tmp_path / f"cache.sqlite{suffix}").unlink(missing_ok=True)
     with PoseIndex(index, create=True) as fresh:
         fresh.add([])
-    add(pack_v3, index, pose_keypoint=frames(xy[2:]), sources="new2\nnew3")
-    (_, _, _, sources), _ = query(pack_v3, index, k=4, pose_keypoint=frames(xy[2:3]))
+    add(pack, index, pose_keypoint=frames(xy[2:]), sources="new2\nnew3")
+    (_, _, _, sources), _ = query(pack, index, k=4, pose_keypoint=frames(xy[2:3]))
     assert set(sources.splitlines()) == {"new2", "new3"}
     assert cache[str(index.resolve())][1] is not handle and handle._closed
 
@@ -215,9 +215,9 @@ def test_an_empty_or_missing_index_is_a_clear_error(pack, tmp_path):
         pack.run(INFO, index="  ")
 
 
-def test_bad_input_combinations_are_clear_errors(pack_v3, tmp_path):
+def test_bad_input_combinations_are_clear_errors(pack, tmp_path):
     index, kps = tmp_path / "bad.sqlite", frames(skeletons(2, seed=10))
-    pose_model = pack_v3.load("pose")
+    pose_model = pack.load("pose")
     for kw, message in [
         ({}, "nothing to add"),
         ({"image": images(1)}, "nothing to add"),
@@ -225,9 +225,9 @@ def test_bad_input_combinations_are_clear_errors(pack_v3, tmp_path):
         ({"pose_keypoint": kps, "sources": "one"}, "sources holds 1 labels for 2 frames"),
         ({"pose_keypoint": kps, "image": images(3)}, "pose_keypoint holds 2 frames for 3 images"),
     ]:
-        with pytest.raises(pack_v3.node_error, match=message):
-            add(pack_v3, index, **kw)
-    add(pack_v3, index, pose_keypoint=kps)
+        with pytest.raises(pack.node_error, match=message):
+            add(pack, index, **kw)
+    add(pack, index, pose_keypoint=kps)
     no_people = [{"people": [], "canvas_height": CANVAS, "canvas_width": CANVAS}]
     few = to_pose_keypoint([[coco17_to_openpose18(skeletons(1)[0], np.arange(17) < 3)]], [(CANVAS, CANVAS)])
     for kw, message in [
@@ -237,5 +237,5 @@ def test_bad_input_combinations_are_clear_errors(pack_v3, tmp_path):
         ({"pose_keypoint": no_people}, "first frame holds no person"),
         ({"pose_keypoint": few}, "joints"),
     ]:
-        with pytest.raises(pack_v3.node_error, match=message):
-            query(pack_v3, index, **kw)
+        with pytest.raises(pack.node_error, match=message):
+            query(pack, index, **kw)

@@ -7,9 +7,9 @@ import shutil
 import pytest
 
 import illustpose.weights
-from illustpose.pose import PoseEstimator
-from illustpose.segment import CharacterSegmenter
-from illustpose.tag import DanbooruTagger
+from illustpose.models.pose import PoseEstimator
+from illustpose.models.segmenter import CharacterSegmenter
+from illustpose.models.tagger import DanbooruTagger
 
 LOADERS = {"LoadCharacterSegmenter|illustpose": CharacterSegmenter, "LoadDanbooruTagger|illustpose": DanbooruTagger,
            "LoadPoseEstimator|illustpose": PoseEstimator}
@@ -23,7 +23,7 @@ def weights_options(pack, node_id):
 def test_auto_loads_the_default_file_of_each_model(pack, node_id):
     (det,), ui = pack.run(node_id, weights="auto", precision="fp32")
     assert isinstance(det, LOADERS[node_id]) and ui is None
-    assert det.source.endswith(f"{LOADERS[node_id].default_weights}.safetensors")
+    assert det.source.endswith(f"{LOADERS[node_id].default_weights()}.safetensors")
 
 
 def test_the_dropdown_lists_weight_files_after_auto(pack, comfy_base):

@@ -40,23 +40,23 @@ def test_a_dwpose_frame_renders_as_the_library_draws_it(pack):
 
 
 @pytest.mark.parametrize("resolution", [64, 512])
-def test_resolution_is_the_short_side(pack_v3, resolution):
-    image = render(pack_v3, [dwpose_frame()], resolution=resolution)
+def test_resolution_is_the_short_side(pack, resolution):
+    image = render(pack, [dwpose_frame()], resolution=resolution)
     assert image.shape == (1, round(120 * resolution / 80), resolution, 3)
     assert np.array_equal(as_u8(image)[0], render_pose_keypoint([dwpose_frame()], resolution)[0])
 
 
-def test_frames_of_different_sizes_are_padded_with_black(pack_v3):
+def test_frames_of_different_sizes_are_padded_with_black(pack):
     value = [dwpose_frame(120, 80), dwpose_frame(60, 100)]
-    image = render(pack_v3, value)
+    image = render(pack, value)
     assert image.shape == (2, 120, 100, 3)
     first, second = render_pose_keypoint(value)
     assert np.array_equal(as_u8(image)[0, :, :80], first) and image[0, :, 80:].max() == 0
     assert np.array_equal(as_u8(image)[1, :60], second) and image[1, 60:].max() == 0
 
 
-def test_malformed_keypoints_are_a_clear_error(pack_v3):
-    with pytest.raises(pack_v3.node_error, match="frame 0 has no 'canvas_height'"):
-        render(pack_v3, [{"people": []}])
-    with pytest.raises(pack_v3.node_error, match="no frames"):
-        render(pack_v3, [])
+def test_malformed_keypoints_are_a_clear_error(pack):
+    with pytest.raises(pack.node_error, match="frame 0 has no 'canvas_height'"):
+        render(pack, [{"people": []}])
+    with pytest.raises(pack.node_error, match="no frames"):
+        render(pack, [])

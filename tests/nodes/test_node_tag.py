@@ -21,8 +21,8 @@ def tag(pack, image, threshold=0.5, exclude="", underscores=True, sort=True, max
 
 
 @pytest.fixture
-def select(pack_v3):
-    return pack_v3.module.nodes.tag.select_tags
+def select(pack):
+    return pack.module.nodes.tag.select_tags
 
 
 def test_threshold_is_inclusive_and_sorting_is_by_score(select):
@@ -53,11 +53,11 @@ def test_one_caption_per_image_in_outputs_and_ui(pack, batch):
         assert s == pytest.approx(dict(r.above(0.3)))
 
 
-def test_the_transparency_mask_makes_transparent_pixels_white(pack_v3):
+def test_the_transparency_mask_makes_transparent_pixels_white(pack):
     g = torch.Generator().manual_seed(11)
     rgb, alpha = torch.rand(1, 24, 32, 3, generator=g), (torch.rand(1, 24, 32, generator=g) > 0.5).float()
-    (_, scores_json), _ = tag(pack_v3, rgb, threshold=0.0, transparency=1.0 - alpha)
-    ref = pack_v3.load("tagger").tag([from_array(rgb[0].numpy(), alpha[0].numpy())])[0]
+    (_, scores_json), _ = tag(pack, rgb, threshold=0.0, transparency=1.0 - alpha)
+    ref = pack.load("tagger").tag([from_array(rgb[0].numpy(), alpha[0].numpy())])[0]
     assert json.loads(scores_json)[0] == pytest.approx({n.replace("_", " "): s for n, s in ref.scores.items()})
 
 

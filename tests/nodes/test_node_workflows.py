@@ -51,27 +51,29 @@ WIDGET_TYPES = {"INT": int, "FLOAT": (int, float), "STRING": str, "BOOLEAN": boo
 
 
 def pack_node_types(pack) -> dict:
-    """The pack's nodes in the table's shape, from the V1 contract ComfyUI serves in /object_info."""
+    """The pack's nodes in the table's shape, from their V3 schemas (what ComfyUI serves in /object_info:
+    combos and unforced INT/FLOAT/STRING/BOOLEAN inputs are widgets, in schema order)."""
     table = {}
-    for node_id, cls in pack.module.NODE_CLASS_MAPPINGS.items():
+    for cls in pack.node_classes():
+        schema = cls.define_schema()
         widgets, inputs, required = [], {}, set()
-        for section, entries in cls.INPUT_TYPES().items():
-            for name, (kind, opts) in entries.items():
-                if isinstance(kind, list):
-                    widgets.append((name, "COMBO", tuple(kind)))
-                elif kind in WIDGET_TYPES and not opts.get("forceInput"):
-                    widgets.append((name, kind, None))
-                else:
-                    inputs[name] = kind
-                    required |= {name} if section == "required" else set()
-        table[node_id] = {"widgets": widgets, "inputs": inputs, "required": required,
-                          "outputs": list(cls.RETURN_TYPES), "names": list(cls.RETURN_NAMES)}
+        for i in schema.inputs:
+            if i.io_type == "COMBO":
+                widgets.append((i.id, "COMBO", tuple(i.options)))
+            elif i.io_type in WIDGET_TYPES and not i.force_input:
+                widgets.append((i.id, i.io_type, None))
+            else:
+                inputs[i.id] = i.io_type
+                required |= set() if i.optional else {i.id}
+        table[schema.node_id] = {"widgets": widgets, "inputs": inputs, "required": required,
+                                 "outputs": [o.io_type for o in schema.outputs],
+                                 "names": [o.display_name or o.io_type for o in schema.outputs]}
     return table
 
 
 @pytest.fixture(scope="module")
-def node_types(packs):
-    return {**CORE_NODES, **pack_node_types(packs["v1"])}
+def node_types(loaded_pack):
+    return {**CORE_NODES, **pack_node_types(loaded_pack)}
 
 
 def test_there_are_four_examples_each_with_a_thumbnail():

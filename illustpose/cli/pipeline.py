@@ -1,0 +1,94 @@
+"""The weight and compute flags every model-running command shares, and the pipeline they build.
+
+The flags come from the registry (:mod:`illustpose.registry`), never written per model: each
+task gets ``--<flag> PATH`` (``--segmenter``, ``--tagger``, ``--pose``), a task with several
+architectures a ``--<flag>-model`` choice (``--pose-model feat_match|feat_concat``), and each
+further file a model's loader takes its own flag (``--tags``, ``--rcnn-weights``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+
+from ..registry import TASKS, architecture_weights, architectures, default_weights, file_options, get_weights
+
+__all__ = ["TASK_NAMES", "add_model_arguments", "build_pipeline", "device"]
+
+#: every task, in pipeline order (``annotate --skip`` takes these)
+TASK_NAMES = tuple(t.name for t in TASKS)
+
+
+def add_model_arguments(p: argparse.ArgumentParser, tasks: Sequence[str] = TASK_NAMES) -> None:
+    """Add the weight-selection flags of ``tasks`` and the device / precision / speed flags."""
+    g = p.add_argument_group("weights")
+    for task in (t for t in TASKS if t.name in tasks):
+        archs = architectures(task.name)
+        g.add_argument(f"--{task.flag}", metavar="PATH",
+                       help=f"{task.noun} weights (.ckpt/.pth/.safetensors; default: the "
+                            f"{default_weights(task.name).name} weights, found or downloaded)")
+        if len(archs) > 1:
+            preferred = ", ".join(architecture_weights(a).name for a in archs)
+            g.add_argument(f"--{task.flag}-model", choices=archs, default=archs[0],
+                           help=f"{task.noun} architecture; its weights ({preferred}) are used when "
+                                f"--{task.flag} is not given (default {archs[0]})")
+        for option in file_options(task.name):
+            g.add_argument(option.flag, metavar=option.metavar, help=option.help)
+    g.add_argument("--weights-dir", metavar="DIR", action="append", default=[],
+                   help="extra folder to search for weight files (repeatable)")
+    g.add_argument("--offline", action="store_true", help="never touch the network (also: HF_HUB_OFFLINE=1)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                   help="compute precision: auto = fp16 on CUDA, fp32 (exact) on CPU; bf16 is faster on CPUs with "
+                        "bf16 support")
+    p.add_argument("--exact", action="store_true",
+                   help="fp32, equal to the reference implementation (same as --precision fp32)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the networks (first image of each size compiles for tens of seconds; "
+                        "then ~1.3x faster on a CPU; fp32 stays within float tolerance of the reference)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads for the networks (default: PyTorch's, one per physical core)")
+
+
+def device(args) -> str:
+    """``--device``, else ``cuda`` when a CUDA GPU is available, else ``cpu``."""
+    if args.device:
+        return args.device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _weights_name(args, task) -> str:
+    """The registry weights a task uses when no file is given: the chosen architecture's preferred ones."""
+    arch = getattr(args, f"{task.flag.replace('-', '_')}_model", None)
+    return architecture_weights(arch).name if arch else default_weights(task.name).name
+
+
+def build_pipeline(args, tasks: Sequence[str] = ("segment", "pose")):
+    """A :class:`~illustpose.pipeline.Pipeline` with the detectors of ``tasks``, from the parsed flags.
+
+    Raises:
+        WeightsNotFoundError, CheckpointError: as :meth:`illustpose.detector.Detector.from_pretrained`.
+    """
+    from ..pipeline import Pipeline
+
+    dev = device(args)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    precision = "fp32" if args.exact else args.precision
+    if precision == "auto":
+        precision = "fp16" if dev.startswith("cuda") else "fp32"
+    common = dict(search_dirs=args.weights_dir, offline=args.offline or None, device=dev, precision=precision)
+    detectors = {}
+    for task in (t for t in TASKS if t.name in tasks):
+        weights = _weights_name(args, task)
+        options = {o.keyword: getattr(args, o.keyword) for o in file_options(task.name)}
+        detectors[task.name] = get_weights(weights).detector_class.from_pretrained(
+            getattr(args, task.flag.replace("-", "_")), weights=weights, **common, **options)
+    if args.compile:
+        for det in detectors.values():
+            det.compile()
+    return Pipeline(detectors.get("segment"), detectors.get("tag"), detectors.get("pose"))

@@ -1,0 +1,67 @@
+"""``weights list | download | convert``: the registry's files, fetching them, converting them."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..registry import WEIGHTS, WEIGHTS_KINDS, file_options, format_size, known_files
+
+__all__ = ["register", "markdown_table"]
+
+
+def markdown_table() -> str:
+    """The weights table of ``weights/README.md`` (``weights list --markdown``), from the registry."""
+    rows = ["| weights | task | description | file | size | source |", "| --- | --- | --- | --- | --- | --- |"]
+    for w in WEIGHTS:
+        for f in w.files:
+            companions = "".join(f" + `{c}`" for c in f.companions)
+            source = "HF" if f.source == "hf" else "Drive zip"
+            rows.append(f"| {w.name} | {w.task} | {w.description} | `{f.name}`{companions} | "
+                        f"{format_size(f.size)} | {source} |")
+    return "\n".join(rows)
+
+
+def _list(args) -> int:
+    if args.markdown:
+        print(markdown_table())
+        return 0
+    for f in known_files():
+        size = f"{f.size / 1e6:.0f} MB" if f.size else "size unknown"
+        print(f"{f.kind:18s} {f.name}  ({f.format}, {f.source}, {size})")
+    return 0
+
+
+def _download(args) -> int:
+    from ..weights import resolve
+
+    for kind in args.kinds:
+        print(resolve(kind, search_dirs=args.weights_dir, offline=False))
+    return 0
+
+
+def _convert(args) -> int:
+    from ..convert import convert
+
+    options = {o.keyword: getattr(args, o.keyword) for o in file_options()}
+    print(f"wrote {convert(args.src, args.out, **options)}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``weights`` command and its sub-commands."""
+    w = sub.add_parser("weights", help="list, download or convert weight files").add_subparsers(
+        dest="action", required=True)
+    lst = w.add_parser("list", help="the known weight files")
+    lst.add_argument("--markdown", action="store_true", help="the weights table of weights/README.md")
+    lst.set_defaults(func=_list)
+    d = w.add_parser("download", help="download weights into the first --weights-dir (or the pack's weights/)")
+    d.add_argument("kinds", nargs="+", choices=WEIGHTS_KINDS, metavar="KIND",
+                   help=f"weights to get: {', '.join(WEIGHTS_KINDS)}")
+    d.add_argument("--weights-dir", action="append", default=[])
+    d.set_defaults(func=_download)
+    c = w.add_parser("convert", help="convert a .ckpt/.pth/.safetensors to illustpose .safetensors")
+    c.add_argument("src")
+    c.add_argument("--out", required=True, help="destination .safetensors")
+    for option in file_options():
+        c.add_argument(option.flag, metavar=option.metavar, help=option.help)
+    c.set_defaults(func=_convert)
