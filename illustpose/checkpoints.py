@@ -11,13 +11,16 @@ Formats (facts: ``shared/reference/checkpoint-formats.md``):
 * **illustpose** ``.safetensors``: Lightning key names, plus string metadata
   ``illustpose_format``, ``model``, ``hparams`` (JSON), ``tags`` (JSON list, tagger only),
   ``source``, ``source_sha256``.
+* **Detectron2 model zoo** ``.pkl`` (feat_concat's R-CNN, for head-only files): a pickled dict of
+  numpy arrays (:func:`read_model_zoo_pkl`).
 
-Pickles are untrusted input.  :func:`read_torch_zip` never calls :mod:`pickle`'s default
-class lookup: an allow-list maps the few globals these files use to inert local stand-ins
-(tensor rebuild, storage dtype markers, ``OrderedDict``, a plain-dict ``EasyDict``, a
-placeholder ``ModelCheckpoint``).  Any other global raises
-:class:`~illustpose.errors.UnsafeCheckpointError` naming it, before anything runs.
-Neither pytorch_lightning nor easydict is needed.
+Pickles are untrusted input.  Both pickle readers are a :class:`RestrictedUnpickler`, which never
+uses :mod:`pickle`'s default class lookup: an allow-list (data, one per file type) maps the few
+globals the files use to inert stand-ins (for torch zips: tensor rebuild, storage dtype markers,
+``OrderedDict``, a plain-dict ``EasyDict``, a placeholder ``ModelCheckpoint``; for the model
+zoo: numpy's array reconstruction).  Any other global raises
+:class:`~illustpose.errors.UnsafeCheckpointError` naming it, before anything runs.  Neither
+pytorch_lightning, easydict nor Detectron2 is needed.
 """
 
 from __future__ import annotations

@@ -176,7 +176,7 @@ class Detector:
         Args:
             path: an explicit weight file (``.ckpt``, ``.pth``, ``.safetensors``); wins over
                 everything else.
-            weights: a registry weights name (:data:`illustpose.registry.WEIGHTS`, e.g.
+            weights: a registry weights name (:func:`illustpose.registry.list_weights`, e.g.
                 ``"feat_concat+data"``; default: :meth:`default_weights`).
             search_dirs: extra folders to look in first (ComfyUI's ``models/illustpose``).
             offline: never download (default: the ``HF_HUB_OFFLINE`` environment variable).

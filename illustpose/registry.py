@@ -13,7 +13,7 @@ Generated from these records, never written per model: checkpoint recognition
 ``weights convert``, the CLI's weight flags, ``weights list``, the ComfyUI loaders' ``auto``
 choices, the weights table of ``weights/README.md`` and the pose crop constants.  Adding a
 model is one new module under :mod:`illustpose.models` plus one record here
-(``docs/architecture.md`` shows it).
+(``docs/architecture.md`` shows it), or :func:`register` from outside the package.
 
 Importing this module imports neither torch nor any model: builders and detectors are named
 by ``"module:attribute"`` and imported when first used.
@@ -40,9 +40,10 @@ __all__ = [
     "ModelWeights",
     "WEIGHTS",
     "TAG_FILES",
-    "WEIGHTS_KINDS",
     "POSE_CROP_SIZE",
     "POSE_CROP_PADDING",
+    "register",
+    "weights_kinds",
     "get_weights",
     "list_weights",
     "architectures",
@@ -307,8 +308,9 @@ def _pose_file(name: str, notes: str) -> tuple[KnownFile, ...]:
     return (KnownFile(f"{_RUNS}{name}.ckpt", name, "lightning", "drive_zip", 351_000_000, notes),)
 
 
-#: Every weights entry, in order: the first of a task is its default; within a task, the
-#: architectures in this order (the CLI's ``--pose-model`` choices).
+#: The released weights entries, in order: the first of a task is its default; within a task,
+#: the architectures in this order (the CLI's ``--pose-model`` choices).  :func:`register`
+#: adds more; the lookup functions below see both.
 WEIGHTS: tuple[ModelWeights, ...] = (
     ModelWeights(
         name="segmenter", task="segment", architecture="segmenter", key_prefix="deeplab.",
@@ -360,8 +362,6 @@ WEIGHTS: tuple[ModelWeights, ...] = (
                                   "Size assumed about 351 MB.")),
 )
 
-#: Every name :func:`known_files` and :func:`illustpose.weights.resolve` accept.
-WEIGHTS_KINDS: tuple[str, ...] = tuple(w.name for w in WEIGHTS) + ("tags",)
 
 #: Side of the pose crop in pixels and its padding fraction, the released pose checkpoints'
 #: ``largs.danbooru_coco.size`` / ``.padding``: the frame of pose descriptors.
@@ -402,7 +402,28 @@ def _check(records: Iterable[ModelWeights]) -> None:
 
 
 _check(WEIGHTS)
-_BY_NAME = {w.name: w for w in WEIGHTS}
+_RECORDS: list[ModelWeights] = list(WEIGHTS)  # the release, then what register() adds
+
+
+def register(weights: ModelWeights) -> ModelWeights:
+    """Add a weights record (a model of your own, or new weights of a known architecture).
+
+    Everything derived from the registry sees it from then on: checkpoint recognition, the
+    CLI's flags and ``--pose-model`` choices, ``weights list``, the ComfyUI loaders' choices.
+
+    Raises:
+        ValueError: the name is taken, its task is unknown, its key prefix is another
+            architecture's, or it disagrees with the registered records of its architecture.
+    """
+    _check([*_RECORDS, weights])
+    _RECORDS.append(weights)
+    return weights
+
+
+def weights_kinds() -> tuple[str, ...]:
+    """Every name :func:`known_files` and :func:`illustpose.weights.resolve` accept: the records'
+    names, then ``"tags"`` (the tagger's tag-name files)."""
+    return tuple(w.name for w in _RECORDS) + ("tags",)
 
 
 def get_weights(name: str) -> ModelWeights:
@@ -411,15 +432,15 @@ def get_weights(name: str) -> ModelWeights:
     Raises:
         ValueError: an unknown name; the message lists the known ones.
     """
-    try:
-        return _BY_NAME[name]
-    except KeyError:
-        raise ValueError(f"unknown weights {name!r}; expected one of: {', '.join(_BY_NAME)}") from None
+    for w in _RECORDS:
+        if w.name == name:
+            return w
+    raise ValueError(f"unknown weights {name!r}; expected one of: {', '.join(w.name for w in _RECORDS)}")
 
 
 def list_weights(task: str | None = None) -> tuple[ModelWeights, ...]:
     """The records of ``task`` (all when None), in registry order."""
-    return tuple(w for w in WEIGHTS if task is None or w.task == task)
+    return tuple(w for w in _RECORDS if task is None or w.task == task)
 
 
 def architectures(task: str | None = None) -> tuple[str, ...]:
@@ -433,7 +454,7 @@ def architecture_weights(architecture: str) -> ModelWeights:
     Raises:
         ValueError: an unknown architecture (the message lists them).
     """
-    for w in WEIGHTS:
+    for w in _RECORDS:
         if w.architecture == architecture and w.preferred:
             return w
     raise ValueError(f"unknown architecture {architecture!r}; expected one of: {', '.join(architectures())}")
@@ -475,7 +496,7 @@ def known_files(kind: str | None = None) -> tuple[KnownFile, ...]:
     Raises:
         ValueError: an unknown kind (the message lists them).
     """
-    if kind is not None and kind not in WEIGHTS_KINDS:
-        raise ValueError(f"unknown model {kind!r}; expected one of: {', '.join(WEIGHTS_KINDS)}")
-    every = [f for w in WEIGHTS for f in w.files] + list(TAG_FILES)
+    if kind is not None and kind not in weights_kinds():
+        raise ValueError(f"unknown model {kind!r}; expected one of: {', '.join(weights_kinds())}")
+    every = [f for w in _RECORDS for f in w.files] + list(TAG_FILES)
     return tuple(f for f in every if kind is None or f.kind == kind)

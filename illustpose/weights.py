@@ -109,7 +109,7 @@ def resolve(
     then the HF name, then the authors' file at its zip path or by its base name.
 
     Args:
-        model: a weights kind of :data:`illustpose.registry.WEIGHTS_KINDS`.
+        model: a weights kind of :func:`illustpose.registry.weights_kinds`.
         path: explicit weight file; it must exist.  A folder is searched first instead.
         search_dirs: extra folders, searched in order (ComfyUI's ``models/illustpose``).  The
             first one is the download destination; without any, the pack's ``weights/``.

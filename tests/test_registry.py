@@ -18,25 +18,15 @@ import pytest
 
 from illustpose import registry as R
 from illustpose.keypoints import ALL_KEYPOINTS
+from release_files import DRIVE, HF_REPO, MEMBERS, RULES, TAGGER_CKPT
 
 REPO = Path(__file__).resolve().parents[1]
-HF_REPO = "public-data/bizarre-pose-estimator-models"
-DRIVE = "https://drive.google.com/drive/folders/11bw47Vy-RPKjgd6yF0RzcXALvp7zB_wt"
-TAGGER_CKPT = ("_train/danbooru_tagger/runs/waning_kate_vulcan0001/checkpoints/"
-               "epoch=0022-val_f2=0.4461-val_loss=0.0766.ckpt")
-SEG_CKPT = ("_train/character_bg_seg/runs/eyeless_alaska_vulcan0000/checkpoints/"
-            "epoch=0096-val_f1=0.9508-val_loss=0.0483.ckpt")
-RULES = "_data/danbooru/_filters/intently_combatively_rules.json"
-POSE = "_train/character_pose_estim/runs/"
-MEMBERS = [TAGGER_CKPT, SEG_CKPT, RULES] + [
-    POSE + n + ".ckpt" for n in ("feat_match", "feat_match+data", "feat_concat", "feat_concat+data")
-]
 
 
 def test_the_release_is_registered():
     assert [w.name for w in R.WEIGHTS] == ["segmenter", "tagger", "feat_match", "feat_match+data", "feat_concat",
                                            "feat_concat+data"]
-    assert R.WEIGHTS_KINDS == (*(w.name for w in R.WEIGHTS), "tags")
+    assert R.weights_kinds() == (*(w.name for w in R.WEIGHTS), "tags")
     assert {t.name: R.default_weights(t.name).name for t in R.TASKS} == {
         "segment": "segmenter", "tag": "tagger", "pose": "feat_match+data"}
     assert R.architectures("pose") == ("feat_match", "feat_concat")
@@ -160,3 +150,48 @@ def test_the_weights_readme_table_is_the_registrys(capsys):
     assert table in (REPO / "weights" / "README.md").read_text(), (
         "weights/README.md's table is out of date: paste `python -m illustpose weights list --markdown`")
     assert table.count("\n") == 1 + sum(len(w.files) for w in R.WEIGHTS)
+
+
+# ----------------------------------------------------------------------------- a fourth model kind
+
+
+def test_a_fourth_model_is_one_module_plus_one_record(monkeypatch, tmp_path, capsys):
+    import numpy as np
+    import torch
+    from PIL import Image
+    from toy_pose_model import ToyPoseNet, register_toy
+
+    from illustpose import PoseEstimator
+    from illustpose.checkpoints import read_checkpoint, save_safetensors
+    from illustpose.cli import main
+    from illustpose.convert import convert
+
+    toy = register_toy(monkeypatch)
+    torch.manual_seed(0)
+    weights_dir = tmp_path / "w"
+    path = weights_dir / "toy_pose.safetensors"
+    save_safetensors(path, ToyPoseNet(25).state_dict(), model="toy_pose", hparams={})
+    assert R.detect_architecture(read_checkpoint(path).state_dict) == "toy_pose"
+    assert R.architectures("pose") == ("feat_match", "feat_concat", "toy_pose")
+
+    estimator = PoseEstimator.from_pretrained(path)  # released hyper-parameters from the record
+    assert estimator.kind == "toy_pose" and estimator.crop_size == 64
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 30, 3), dtype=np.uint8))
+    assert estimator(image, [2, 3, 20, 30]).keypoints.shape == (25, 2)
+    assert R.detect_architecture(read_checkpoint(convert(path, tmp_path / "c.safetensors")).state_dict) == "toy_pose"
+
+    image.save(tmp_path / "img.png")
+    assert main(["annotate", str(tmp_path / "img.png"), "--out", str(tmp_path / "out"), "--pose-model", "toy_pose",
+                 "--weights-dir", str(weights_dir), "--skip", "segment", "--skip", "tag", "--offline", "--quiet"]) == 0
+    assert (tmp_path / "out" / "img.pose.json").is_file()
+    assert main(["weights", "list", "--markdown"]) == 0
+    assert "| toy_pose | pose | toy pose estimator of the registry tests | `toy_pose.pth` |" in capsys.readouterr().out
+    assert toy in R.list_weights("pose") and R.get_weights("toy_pose") is toy
+
+
+def test_register_refuses_a_clash(monkeypatch):
+    from toy_pose_model import record, register_toy
+
+    register_toy(monkeypatch)
+    with pytest.raises(ValueError, match="registered twice"):
+        R.register(record())

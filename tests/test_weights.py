@@ -13,19 +13,9 @@ import pytest
 
 from illustpose import weights as W
 from illustpose.errors import IllustposeError, WeightsNotFoundError
-from illustpose.registry import WEIGHTS_KINDS
+from illustpose.registry import weights_kinds
+from release_files import DRIVE, HF_REPO, MEMBERS, POSE, RULES, SEG_CKPT, TAGGER_CKPT
 
-HF_REPO = "public-data/bizarre-pose-estimator-models"
-DRIVE = "https://drive.google.com/drive/folders/11bw47Vy-RPKjgd6yF0RzcXALvp7zB_wt"
-TAGGER_CKPT = ("_train/danbooru_tagger/runs/waning_kate_vulcan0001/checkpoints/"
-               "epoch=0022-val_f2=0.4461-val_loss=0.0766.ckpt")
-SEG_CKPT = ("_train/character_bg_seg/runs/eyeless_alaska_vulcan0000/checkpoints/"
-            "epoch=0096-val_f1=0.9508-val_loss=0.0483.ckpt")
-RULES = "_data/danbooru/_filters/intently_combatively_rules.json"
-POSE = "_train/character_pose_estim/runs/"
-MEMBERS = [TAGGER_CKPT, SEG_CKPT, RULES] + [
-    POSE + n + ".ckpt" for n in ("feat_match", "feat_match+data", "feat_concat", "feat_concat+data")
-]
 
 
 @pytest.fixture(autouse=True)
@@ -65,7 +55,7 @@ def test_unknown_model_lists_choices():
 
 def test_readme_mentions_everything():
     text = (Path(__file__).parents[1] / "weights" / "README.md").read_text()
-    for needle in [*WEIGHTS_KINDS, HF_REPO, DRIVE, "bizarre_pose_models.zip",
+    for needle in [*weights_kinds(), HF_REPO, DRIVE, "bizarre_pose_models.zip",
                    "python -m illustpose weights convert", "HF_HUB_OFFLINE", "gdown"]:
         assert needle in text, needle
 

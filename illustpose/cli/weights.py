@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..registry import WEIGHTS, WEIGHTS_KINDS, file_options, format_size, known_files
+from ..registry import file_options, format_size, known_files, list_weights, weights_kinds
 
 __all__ = ["register", "markdown_table"]
 
@@ -12,7 +12,7 @@ __all__ = ["register", "markdown_table"]
 def markdown_table() -> str:
     """The weights table of ``weights/README.md`` (``weights list --markdown``), from the registry."""
     rows = ["| weights | task | description | file | size | source |", "| --- | --- | --- | --- | --- | --- |"]
-    for w in WEIGHTS:
+    for w in list_weights():
         for f in w.files:
             companions = "".join(f" + `{c}`" for c in f.companions)
             source = "HF" if f.source == "hf" else "Drive zip"
@@ -55,8 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     lst.add_argument("--markdown", action="store_true", help="the weights table of weights/README.md")
     lst.set_defaults(func=_list)
     d = w.add_parser("download", help="download weights into the first --weights-dir (or the pack's weights/)")
-    d.add_argument("kinds", nargs="+", choices=WEIGHTS_KINDS, metavar="KIND",
-                   help=f"weights to get: {', '.join(WEIGHTS_KINDS)}")
+    d.add_argument("kinds", nargs="+", choices=weights_kinds(), metavar="KIND",
+                   help=f"weights to get: {', '.join(weights_kinds())}")
     d.add_argument("--weights-dir", action="append", default=[])
     d.set_defaults(func=_download)
     c = w.add_parser("convert", help="convert a .ckpt/.pth/.safetensors to illustpose .safetensors")

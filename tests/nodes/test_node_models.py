@@ -83,3 +83,12 @@ def test_missing_weights_say_what_to_get_and_where(pack, tmp_path, monkeypatch):
 def test_a_file_of_another_model_is_a_clear_error(pack):
     with pytest.raises(pack.node_error, match="holds a Danbooru tagger"):
         pack.load("segmenter", "tagger.safetensors")
+
+
+def test_a_registered_pose_architecture_appears_in_the_pose_loader(pack, monkeypatch):
+    from toy_pose_model import register_toy
+
+    register_toy(monkeypatch)
+    options = weights_options(pack, "LoadPoseEstimator|illustpose")
+    assert options[:3] == ["auto", "auto: feat_concat+data", "auto: toy_pose"]
+    assert weights_options(pack, "LoadCharacterSegmenter|illustpose")[0] == "auto"
