@@ -544,7 +544,8 @@ def to_coco_annotation(
         "bbox": bbox.tolist(),
         "area": float(bbox[2] * bbox[3]),
         "iscrowd": 0,
-        "keypoints": [v for (x, y), s in zip(xy[:17].tolist(), vis.tolist()) for v in ((x, y, s) if s else (0.0, 0.0, 0))],
+        "keypoints": [v for (x, y), s in zip(xy[:17].tolist(), vis.tolist())
+                      for v in ((x, y, s) if s else (0.0, 0.0, 0))],
         "num_keypoints": int(np.count_nonzero(vis)),
         "keypoint_scores": score[:17].tolist(),
         "score": float(score[:17].mean()),

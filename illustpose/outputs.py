@@ -73,7 +73,7 @@ def write_annotation(out_stem: Path, image: Image.Image, ann: Annotation, *, tag
         save_png(path(".cutout.png"), Image.fromarray(rgba, "RGBA"))
     if ann.tags is not None:
         write_text(path(".tags.txt"), caption(ann.tags, tag_threshold, underscores=underscores,
-                                                    exclude=exclude_tags, max_tags=max_tags) + "\n")
+                                              exclude=exclude_tags, max_tags=max_tags) + "\n")
         write_text(path(".tags.json"), json.dumps({"tags": ann.tags.scores}, indent=1) + "\n")
     if ann.pose is not None:
         p = ann.pose

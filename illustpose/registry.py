@@ -274,20 +274,20 @@ TAG_FILES: tuple[KnownFile, ...] = (
               "bizarre_pose_models.zip is assumed."),
 )
 
+_POSE_HPARAMS = {"largs": {"danbooru_coco": {"size": 256, "padding": 0.1}, "danbooru_sfw": {"size": 256}},
+                 "margs": {"size": 128}}
 _POSE_SHARED = dict(
     task="pose",
     detector="illustpose.models.pose:PoseEstimator",
     transform="illustpose.preprocess:pose_input",
+    hparams=_POSE_HPARAMS,
     keypoint_names=ALL_KEYPOINTS,
 )
-_POSE_HPARAMS = {"largs": {"danbooru_coco": {"size": 256, "padding": 0.1}, "danbooru_sfw": {"size": 256}},
-                 "margs": {"size": 128}}
 _FEAT_MATCH = dict(
     _POSE_SHARED,
     architecture="feat_match",
     key_prefix="keypoint_head.matcher_rcnn.",
     builder="illustpose.models.feat_match:build",
-    hparams=_POSE_HPARAMS,
     reference="_train/character_pose_estim/models/fermat.py",
     unused_prefixes=("rcnn.",),
 )
@@ -296,7 +296,6 @@ _FEAT_CONCAT = dict(
     architecture="feat_concat",
     key_prefix="keypoint_head.",
     builder="illustpose.models.feat_concat:build",
-    hparams=_POSE_HPARAMS,
     reference="_train/character_pose_estim/models/passup.py",
     file_options=(FileOption(
         "rcnn_weights", "PKL",

@@ -115,7 +115,8 @@ class SavePoseKeypoints(io.ComfyNode):
             stems, groups = output_stems(filename_prefix[0], 1, None), [list(range(len(frames)))]
         written = []
         for stem, idx in zip(stems, groups):
-            written.append(write_text(stem.with_name(stem.name + ".json"), json.dumps([frames[i] for i in idx], indent=1)))
+            written.append(write_text(stem.with_name(stem.name + ".json"),
+                                      json.dumps([frames[i] for i in idx], indent=1)))
             if coco:
                 ids = {coco["images"][i]["id"] for i in idx}
                 written.append(write_coco(stem.with_name(stem.name + ".coco.json"), [coco["images"][i] for i in idx],
@@ -203,7 +204,8 @@ class SaveCaptions(io.ComfyNode):
             text = text.replace("_", " ") if replace_underscores[0] else text
             write_text(stem.with_name(stem.name + ".txt"), ", ".join(t for t in (lead, text) if t))
             if pixels is not None:
-                img = Image.fromarray(np.clip(255.0 * pixels[i].cpu().numpy(), 0, 255).astype(np.uint8))  # SaveImage's rule
+                # SaveImage's rule for floats to bytes
+                img = Image.fromarray(np.clip(255.0 * pixels[i].cpu().numpy(), 0, 255).astype(np.uint8))
                 png = save_png(stem.with_name(stem.name + ".png"), img, compress_level=4)
                 subfolder = os.path.relpath(png.parent, out)
                 saved.append({"filename": png.name, "subfolder": "" if subfolder == "." else subfolder,

@@ -127,7 +127,8 @@ class _Loader(io.ComfyNode):
 
 
 class LoadCharacterSegmenter(_Loader):
-    TASK, NODE_ID, DISPLAY_NAME = "segment", "LoadCharacterSegmenter|illustpose", "Load Character Segmenter (illustpose)"
+    TASK, NODE_ID = "segment", "LoadCharacterSegmenter|illustpose"
+    DISPLAY_NAME = "Load Character Segmenter (illustpose)"
     DESCRIPTION = "Loads the character segmenter (DeepLabv3-ResNet101) of bizarre-pose-estimator."
     OUTPUT, OUTPUT_NAME = SEGMENTER, "segmenter"
     OUTPUT_TOOLTIP = "The loaded segmenter, for Character Segment and Illustrated Pose."

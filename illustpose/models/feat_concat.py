@@ -23,7 +23,8 @@ from ..checkpoints import Checkpoint, read_model_zoo_pkl
 from ..errors import CheckpointError
 from ..loading import hparam, load_strict
 from ..registry import ModelWeights
-from .keypoint_rcnn import NUM_KEYPOINTS, UNUSED_DETECTRON2_KEYS, KeypointRCNNBranch, branch_weights, check_pixel_statistics
+from .keypoint_rcnn import (NUM_KEYPOINTS, UNUSED_DETECTRON2_KEYS, KeypointRCNNBranch, branch_weights,
+                            check_pixel_statistics)
 from .pose import NUM_HEATMAPS, ResnetFeatureConverter, ResnetTrunk, Resize, heatmap_head
 
 __all__ = ["FeatConcatPoseNet", "build", "IGNORED_CHECKPOINT_KEYS", "RCNN_PREFIX"]

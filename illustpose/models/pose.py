@@ -29,7 +29,8 @@ from ..results import PoseResult
 from ..keypoints import ALL_KEYPOINTS
 from ._common import ImageNetNormalize, resize_short_side
 
-__all__ = ["NUM_HEATMAPS", "Resize", "ResnetTrunk", "ResnetFeatureConverter", "ResBlock", "heatmap_head", "PoseEstimator"]
+__all__ = ["NUM_HEATMAPS", "Resize", "ResnetTrunk", "ResnetFeatureConverter", "ResBlock", "heatmap_head",
+           "PoseEstimator"]
 
 #: Heatmap channels of the released pose models: COCO-17 + the model's 8 extra channels
 #: (the registry's ``keypoint_names``).
@@ -181,8 +182,9 @@ class PoseEstimator(Detector):
         net = weights.build(ckpt, **{k: v for k, v in files.items() if k in known and v is not None})
         # the reference prefers largs.adds_keypoints and falls back to largs.danbooru_coco
         crop = "largs.adds_keypoints" if "adds_keypoints" in ckpt.hparams.get("largs", {}) else "largs.danbooru_coco"
-        return cls(net, crop_size=hparam(ckpt, weights, f"{crop}.size"), padding=hparam(ckpt, weights, f"{crop}.padding"),
-                   source=ckpt.path, kind=weights.architecture, **options)
+        return cls(net, crop_size=hparam(ckpt, weights, f"{crop}.size"),
+                   padding=hparam(ckpt, weights, f"{crop}.padding"), source=ckpt.path, kind=weights.architecture,
+                   **options)
 
     def heatmaps(self, crops: torch.Tensor) -> torch.Tensor:
         """float32 (B, 3, S, S) crops in [0, 1] -> float32 (B, 25, h, w) heatmap logits on the CPU."""

@@ -135,7 +135,8 @@ class DanbooruTagger(Detector):
         num = int(ckpt.state_dict["resnet.fc.weight"].shape[0])
         names, where = _tag_names(ckpt, tags, search_dirs)
         if len(names) != num:
-            raise CheckpointError(f"{where}: expected {num} tag names (the size of {ckpt.path}'s head), got {len(names)}")
+            raise CheckpointError(f"{where}: expected {num} tag names (the size of {ckpt.path}'s head), "
+                                  f"got {len(names)}")
         net = weights.build(ckpt)
         return cls(net, names, size=hparam(ckpt, weights, "largs.danbooru_sfw.size"), source=ckpt.path, **kwargs)
 
