@@ -23,8 +23,10 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, **options) -> Path:
     """Convert ``src`` to an illustpose safetensors file at ``dst`` (written atomically).
 
     The file is first loaded into its detector (strict keys and shapes), so a bad file fails
-    here, not later.  Tensors the architecture never reads are left out (feat_match's
-    ``rcnn.*``, about 313 MB).
+    here, not later.  What is saved is the loaded network's state: tensors the architecture
+    never reads are left out (feat_match's ``rcnn.*``, about 313 MB) and those of a further
+    file are put in (feat_concat's Keypoint R-CNN from ``rcnn_weights``), so the result
+    loads on its own.
 
     Args:
         src: a Lightning ``.ckpt``, an HF ``.pth`` or an illustpose ``.safetensors``.
@@ -41,13 +43,11 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, **options) -> Path:
     """
     ckpt = read_checkpoint(src)
     weights = expect_architecture(ckpt)
-    known = {o.keyword for o in weights.file_options}
-    detector = weights.detector_class.from_checkpoint(ckpt, **{k: v for k, v in options.items()
-                                                               if k in known and v is not None})
+    detector = weights.detector_class.from_checkpoint(ckpt, **weights.own_options(options))
     extra = {"source": Path(src).name, "source_sha256": sha256_file(src), **detector.checkpoint_metadata()}
     if ckpt.format == "safetensors":  # a converted file keeps naming the original
         extra.update({k: ckpt.metadata[k] for k in ("source", "source_sha256") if k in ckpt.metadata})
     extra["hparams_source"] = "checkpoint" if ckpt.hparams else "released-defaults"
-    state = {k: v for k, v in ckpt.state_dict.items() if not k.startswith(weights.unused_prefixes)}
+    state = detector.net.state_dict()  # what the network loaded: a further file's tensors included
     save_safetensors(dst, state, model=weights.architecture, hparams=ckpt.hparams or weights.hparams, extra=extra)
     return Path(dst)

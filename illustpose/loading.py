@@ -6,14 +6,15 @@ from :mod:`illustpose.registry`."""
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from .checkpoints import Checkpoint
 from .errors import CheckpointError, WrongModelError
-from .registry import TASKS, ModelWeights, architecture_weights, architectures, detect_architecture
+from .registry import (ModelWeights, architecture_weights, architectures, detect_architecture, dotted_get, get_task,
+                       matching_architectures)
 
 __all__ = ["expect_architecture", "hparam", "check_keys", "load_strict"]
 
@@ -21,7 +22,7 @@ __all__ = ["expect_architecture", "hparam", "check_keys", "load_strict"]
 def _described(architecture: str) -> str:
     """``a feat_match pose estimator (reference fermat.py)``, ``a Danbooru tagger (reference kate.py)``."""
     w = architecture_weights(architecture)
-    noun = next(t.noun for t in TASKS if t.name == w.task)
+    noun = get_task(w.task).noun
     name = f"{w.architecture} {noun}" if len(architectures(w.task)) > 1 else noun
     return f"a {name} (reference {w.reference.rsplit('/', 1)[-1]})"
 
@@ -48,6 +49,10 @@ def expect_architecture(ckpt: Checkpoint, task: str | None = None) -> ModelWeigh
         return architecture_weights(arch)
     asked = " or ".join(_described(a) for a in wanted)
     if arch is None:
+        mixed = matching_architectures(ckpt.state_dict)
+        if mixed:
+            raise WrongModelError(f"{ckpt.path} mixes the tensors of {' and '.join(map(_described, mixed))} "
+                                  f"(a merged or corrupt file); pass the original file of {asked}")
         raise WrongModelError(f"{ckpt.path}: no known model's keys found; expected {asked}")
     raise WrongModelError(f"{ckpt.path} holds {_described(arch)}, but {asked} was asked for; pass the right file")
 
@@ -58,9 +63,7 @@ def hparam(ckpt: Checkpoint, weights: ModelWeights, dotted: str):
     Raises:
         CheckpointError: neither the file nor the registry record has it.
     """
-    node: Any = ckpt.hparams
-    for part in dotted.split("."):
-        node = node.get(part) if isinstance(node, Mapping) else None
+    node = dotted_get(ckpt.hparams, dotted)
     if node is None:
         node = weights.hparam(dotted)
     if node is None:

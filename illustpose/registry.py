@@ -50,6 +50,8 @@ __all__ = [
     "architecture_weights",
     "default_weights",
     "detect_architecture",
+    "matching_architectures",
+    "get_task",
     "file_options",
     "known_files",
     "format_size",
@@ -185,6 +187,25 @@ TASKS: tuple[Task, ...] = (
 )
 
 
+def get_task(name: str) -> Task:
+    """The :class:`Task` called ``name``.
+
+    Raises:
+        ValueError: an unknown task (the message lists them).
+    """
+    for t in TASKS:
+        if t.name == name:
+            return t
+    raise ValueError(f"unknown task {name!r}; expected one of: {', '.join(t.name for t in TASKS)}")
+
+
+def dotted_get(tree: Any, dotted: str) -> Any:
+    """``tree["largs"]["bg_seg"]["size"]`` for ``"largs.bg_seg.size"``; None where a level is missing."""
+    for part in dotted.split("."):
+        tree = tree.get(part) if isinstance(tree, Mapping) else None
+    return tree
+
+
 def _import(ref: str) -> Any:
     module, _, attr = ref.partition(":")
     return getattr(importlib.import_module(module), attr)
@@ -250,10 +271,13 @@ class ModelWeights:
 
     def hparam(self, dotted: str) -> Any:
         """A released hyper-parameter such as ``"largs.bg_seg.size"``; None if not known."""
-        node: Any = self.hparams
-        for part in dotted.split("."):
-            node = node.get(part) if isinstance(node, Mapping) else None
-        return node
+        return dotted_get(self.hparams, dotted)
+
+    def own_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The entries of ``options`` that are this architecture's further files and not None
+        (another architecture's files, e.g. ``tags=`` for a pose file, are dropped)."""
+        own = {o.keyword for o in self.file_options}
+        return {k: v for k, v in options.items() if k in own and v is not None}
 
 
 # --------------------------------------------------------------------------- the records
@@ -461,10 +485,7 @@ def architecture_weights(architecture: str) -> ModelWeights:
 
 def default_weights(task: str) -> ModelWeights:
     """The weights a task uses when nothing is named: the preferred record of its first architecture."""
-    found = architectures(task)
-    if not found:
-        raise ValueError(f"unknown task {task!r}; expected one of: {', '.join(t.name for t in TASKS)}")
-    return architecture_weights(found[0])
+    return architecture_weights(architectures(get_task(task).name)[0])
 
 
 def detect_architecture(keys: Iterable[str]) -> str | None:
@@ -474,13 +495,19 @@ def detect_architecture(keys: Iterable[str]) -> str | None:
     (``deeplab.``: segmenter, ``resnet.fc.``: tagger, ``keypoint_head.``: feat_concat,
     ``keypoint_head.matcher_rcnn.``: feat_match).  Of matching architectures whose prefixes
     extend one another the longest wins (a feat_match file also has ``keypoint_head.*`` keys);
-    keys of two unrelated architectures give None.
+    keys of two unrelated architectures give None (:func:`matching_architectures` names them).
     """
+    found = matching_architectures(keys)
+    return found[0] if len(found) == 1 else None
+
+
+def matching_architectures(keys: Iterable[str]) -> tuple[str, ...]:
+    """Every architecture whose key prefix the keys have, after the longest-prefix rule of
+    :func:`detect_architecture`; more than one means a mixed or merged file."""
     keys = list(keys)
     prefixes = {a: architecture_weights(a).key_prefix for a in architectures()}
     found = [a for a, p in prefixes.items() if any(k.startswith(p) for k in keys)]
-    found = [a for a in found if not any(b != a and prefixes[b].startswith(prefixes[a]) for b in found)]
-    return found[0] if len(found) == 1 else None
+    return tuple(a for a in found if not any(b != a and prefixes[b].startswith(prefixes[a]) for b in found))
 
 
 def file_options(task: str | None = None) -> tuple[FileOption, ...]:

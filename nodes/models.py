@@ -18,7 +18,7 @@ import folder_paths
 
 from illustpose.detector import PRECISIONS
 from illustpose.errors import WeightsNotFoundError
-from illustpose.registry import TASKS, architecture_weights, architectures, default_weights
+from illustpose.registry import architecture_weights, architectures, default_weights, get_task
 from illustpose.weights import resolve
 
 from ._api import POSE_MODEL, SEGMENTER, TAGGER, io
@@ -98,7 +98,7 @@ class _Loader(io.ComfyNode):
 
     @classmethod
     def define_schema(cls):
-        noun = next(t.noun for t in TASKS if t.name == cls.TASK)
+        noun = get_task(cls.TASK).noun
         others = ", ".join(f"'{c}'" for c in auto_choices(cls.TASK)[1:])
         return io.Schema(
             node_id=cls.NODE_ID,

@@ -4,26 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from importlib.util import find_spec
 from pathlib import Path
 
 from ..errors import EvaluationError
 from ..registry import architectures
 from . import pipeline as _pipeline
-from .pipeline import add_model_arguments
+from .pipeline import add_model_arguments, say
 
 __all__ = ["register"]
 
 _AP_COLUMNS = ("AP", "AP50", "AP75", "AR")
 _LISTED = 5  # names shown when reporting many images
-
-
-def _say(message: str) -> None:
-    """One line on stderr, kept clear of a running tqdm bar."""
-    from tqdm import tqdm
-
-    tqdm.write(message, file=sys.stderr)
 
 
 def _model_predictions(args, records) -> list[dict]:
@@ -36,7 +28,7 @@ def _model_predictions(args, records) -> list[dict]:
         raise EvaluationError(f"--images {args.images}: no such folder; give the folder the annotations' "
                               "file_name entries are relative to")
     pipeline = _pipeline.build_pipeline(args, ("segment", "pose"))
-    results, _ = predict(pipeline, records, args.images, batch_size=args.batch_size, progress=True, report=_say)
+    results, _ = predict(pipeline, records, args.images, batch_size=args.batch_size, progress=True, report=say)
     return results
 
 
@@ -47,7 +39,7 @@ def _file_predictions(path: str, records) -> list[dict]:
     loaded = read_predictions(path, records)
     if loaded.ignored:
         shown = ", ".join(loaded.ignored[:_LISTED])
-        _say(f"ignored predictions of {len(loaded.ignored)} images not in the ground truth: {shown}")
+        say(f"ignored predictions of {len(loaded.ignored)} images not in the ground truth: {shown}")
     return loaded.predictions
 
 
@@ -91,7 +83,7 @@ def run(args) -> int:
     if args.json:
         write_text(args.json, json.dumps(summary, indent=1, allow_nan=False) + "\n")
     if missing:
-        _say(f"not scored: {len(missing)} of {len(records)} annotated images have no prediction "
+        say(f"not scored: {len(missing)} of {len(records)} annotated images have no prediction "
              f"({file_names(missing)})")
     return 1 if missing else 0
 

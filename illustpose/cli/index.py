@@ -16,18 +16,11 @@ from pathlib import Path
 
 from ..errors import PoseIndexError
 from . import pipeline as _pipeline
-from .pipeline import add_model_arguments
+from .pipeline import add_model_arguments, say
 
 __all__ = ["register"]
 
 _TASKS = ("segment", "pose")
-
-
-def _say(message: str) -> None:
-    """One line on stderr, kept clear of a running tqdm bar."""
-    from tqdm import tqdm
-
-    tqdm.write(message, file=sys.stderr)
 
 
 def _tags(pairs: list[str]) -> dict[str, str]:
@@ -55,7 +48,7 @@ def _add(index, args, inputs: list[str]) -> int:
     @functools.cache
     def pipeline():
         if index.model != _model_info(args):
-            _say(f"note: {index.path} was built with weights {index.model}, now adding with {_model_info(args)}")
+            say(f"note: {index.path} was built with weights {index.model}, now adding with {_model_info(args)}")
         return _pipeline.build_pipeline(args, _TASKS)
 
     files = [f for item in inputs for f in
@@ -71,7 +64,7 @@ def _add(index, args, inputs: list[str]) -> int:
             failures = len(ingest.failed)
             yield from ingest.file_entries(f)
             for _, message in ingest.failed[failures:]:
-                _say(f"skipped: {message}")
+                say(f"skipped: {message}")
             bar.update(1)
 
     with tqdm(total=len(files), unit="file", disable=args.quiet or len(files) < 2, file=sys.stderr) as bar:

@@ -9,14 +9,27 @@ further file a model's loader takes its own flag (``--tags``, ``--rcnn-weights``
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Sequence
 
 from ..registry import TASKS, architecture_weights, architectures, default_weights, file_options, get_weights
 
-__all__ = ["TASK_NAMES", "add_model_arguments", "build_pipeline", "device"]
+__all__ = ["TASK_NAMES", "add_model_arguments", "file_arguments", "build_pipeline", "device", "say"]
 
 #: every task, in pipeline order (``annotate --skip`` takes these)
 TASK_NAMES = tuple(t.name for t in TASKS)
+
+
+def say(message: str) -> None:
+    """One line on stderr, kept clear of a running tqdm bar."""
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+
+
+def file_arguments(args: argparse.Namespace, task: str | None = None) -> dict:
+    """``{keyword: value}`` of the further-file flags of ``task`` (all tasks when None)."""
+    return {o.keyword: getattr(args, o.keyword) for o in file_options(task)}
 
 
 def add_model_arguments(p: argparse.ArgumentParser, tasks: Sequence[str] = TASK_NAMES) -> None:
@@ -85,7 +98,7 @@ def build_pipeline(args, tasks: Sequence[str] = ("segment", "pose")):
     detectors = {}
     for task in (t for t in TASKS if t.name in tasks):
         weights = _weights_name(args, task)
-        options = {o.keyword: getattr(args, o.keyword) for o in file_options(task.name)}
+        options = file_arguments(args, task.name)
         detectors[task.name] = get_weights(weights).detector_class.from_pretrained(
             getattr(args, task.flag.replace("-", "_")), weights=weights, **common, **options)
     if args.compile:

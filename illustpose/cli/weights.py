@@ -6,6 +6,8 @@ import argparse
 
 from ..registry import file_options, format_size, known_files, list_weights, weights_kinds
 
+from .pipeline import file_arguments
+
 __all__ = ["register", "markdown_table"]
 
 
@@ -26,8 +28,7 @@ def _list(args) -> int:
         print(markdown_table())
         return 0
     for f in known_files():
-        size = f"{f.size / 1e6:.0f} MB" if f.size else "size unknown"
-        print(f"{f.kind:18s} {f.name}  ({f.format}, {f.source}, {size})")
+        print(f"{f.kind:18s} {f.name}  ({f.format}, {f.source}, {format_size(f.size)})")
     return 0
 
 
@@ -42,8 +43,7 @@ def _download(args) -> int:
 def _convert(args) -> int:
     from ..convert import convert
 
-    options = {o.keyword: getattr(args, o.keyword) for o in file_options()}
-    print(f"wrote {convert(args.src, args.out, **options)}")
+    print(f"wrote {convert(args.src, args.out, **file_arguments(args))}")
     return 0
 
 

@@ -58,6 +58,8 @@ class FeatConcatPoseNet(nn.Module):
     feat_match's.  Call ``.eval()`` first, as the reference does for its frozen parts.
     """
 
+    architecture = "feat_concat"  #: its registry architecture (the detector's ``kind``)
+
     def __init__(self, heatmap_size: int = 128, trunk_input_size: int = 256, num_heatmaps: int = NUM_HEATMAPS):
         super().__init__()
         self.heatmap_size = heatmap_size

@@ -37,6 +37,8 @@ class FeatMatchPoseNet(nn.Module):
             (channels 0..16 COCO-17, 17..24 extra).
     """
 
+    architecture = "feat_match"  #: its registry architecture (the detector's ``kind``)
+
     def __init__(self, heatmap_size: int = 128, trunk_input_size: int = 256, num_heatmaps: int = NUM_HEATMAPS):
         super().__init__()
         self.heatmap_size = heatmap_size

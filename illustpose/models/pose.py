@@ -146,7 +146,8 @@ class PoseEstimator(Detector):
         padding: crop padding as a fraction of ``crop_size`` (``largs.danbooru_coco.padding``, 0.1).
         smoothing: heatmap smoothing factor of :func:`~illustpose.heatmaps.decode_heatmaps`
             (0.1 as ``infer_pose``; None = raw argmax).
-        kind: the architecture (``feat_match``, ``feat_concat``).
+        kind: the architecture (``feat_match``, ``feat_concat``); default: the network's
+            ``architecture`` attribute.
 
     Call ``estimator(image, bbox_xywh)``; the bbox normally comes from the segmenter.
     """
@@ -154,8 +155,8 @@ class PoseEstimator(Detector):
     task = "pose"
 
     def __init__(self, net: nn.Module, *, crop_size: int = 256, padding: float = 0.1,
-                 smoothing: float | None = 0.1, kind: str = "feat_match", **kw):
-        super().__init__(net, kind=kind, **kw)
+                 smoothing: float | None = 0.1, kind: str | None = None, **kw):
+        super().__init__(net, kind=kind or getattr(net, "architecture", "pose"), **kw)
         self.crop_size = int(crop_size)
         self.padding = float(padding)
         self.smoothing = smoothing
@@ -177,9 +178,8 @@ class PoseEstimator(Detector):
         """
         options.pop("search_dirs", None)
         weights = expect_architecture(ckpt, cls.task)
-        files = {k: options.pop(k) for k in list(options) if k in {o.keyword for o in file_options(cls.task)}}
-        known = {o.keyword for o in weights.file_options}  # another architecture's files are ignored
-        net = weights.build(ckpt, **{k: v for k, v in files.items() if k in known and v is not None})
+        files = {o.keyword: options.pop(o.keyword, None) for o in file_options(cls.task)}
+        net = weights.build(ckpt, **weights.own_options(files))
         # the reference prefers largs.adds_keypoints and falls back to largs.danbooru_coco
         crop = "largs.adds_keypoints" if "adds_keypoints" in ckpt.hparams.get("largs", {}) else "largs.danbooru_coco"
         return cls(net, crop_size=hparam(ckpt, weights, f"{crop}.size"),

@@ -54,13 +54,29 @@ class DanbooruTaggerNet(nn.Module):
         return self.resnet(self.normalize(rgb))
 
 
+_HEAD = "resnet.fc.weight"
+
+
+def _num_tags(checkpoint: Checkpoint) -> int:
+    """The head's size: rows of ``resnet.fc.weight`` (1062 released).
+
+    Raises:
+        CheckpointError: the file has no (2-D) ``resnet.fc.weight``.
+    """
+    head = checkpoint.state_dict.get(_HEAD)
+    if head is None or head.dim() != 2:
+        raise CheckpointError(f"{checkpoint.path}: a tagger file without its head '{_HEAD}' (num_tags x 2048); "
+                              "the file is incomplete: download or convert it again")
+    return int(head.shape[0])
+
+
 def build(checkpoint: Checkpoint, weights: ModelWeights) -> DanbooruTaggerNet:
     """The tagger network with the checkpoint's tensors; the head's size is the file's.
 
     Raises:
-        CheckpointError: missing, unexpected or misshapen keys.
+        CheckpointError: no head, or missing, unexpected or misshapen keys.
     """
-    num = int(checkpoint.state_dict["resnet.fc.weight"].shape[0])
+    num = _num_tags(checkpoint)
     return load_strict(lambda: DanbooruTaggerNet(num), checkpoint.state_dict, checkpoint.path)
 
 
@@ -129,10 +145,11 @@ class DanbooruTagger(Detector):
         """Build from a tagger checkpoint of any format.
 
         Raises:
-            CheckpointError: no tag names found, or their count differs from the head's size.
+            CheckpointError: no head or no tag names found, or their count differs from the
+                head's size.
         """
         weights = expect_architecture(ckpt, cls.task)
-        num = int(ckpt.state_dict["resnet.fc.weight"].shape[0])
+        num = _num_tags(ckpt)
         names, where = _tag_names(ckpt, tags, search_dirs)
         if len(names) != num:
             raise CheckpointError(f"{where}: expected {num} tag names (the size of {ckpt.path}'s head), "
