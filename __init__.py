@@ -8,27 +8,38 @@ the folder also holds ``nodes/``, which would then shadow ComfyUI's own ``nodes`
 
 Inside ComfyUI (``folder_paths`` already imported) this exports ``comfy_entrypoint``, the V3
 node API's entry point (ComfyUI >= 0.3.48; an older ComfyUI gets an ImportError saying to
-update).  Outside ComfyUI it exports nothing: pytest imports every package ``__init__.py``
-above a test, and this folder is one.  Importing loads no model.
+update).  Importing loads no model.
+
+A clone named ``illustpose`` (as ``custom_nodes`` wants it) is itself importable as
+``illustpose`` from the folder that holds it: ``python -m illustpose`` run there, or pytest
+collecting the clone.  Imported under that name, this file hands over to the library: the
+package's search path becomes ``illustpose/illustpose`` and the library's ``__init__`` runs in
+its place, so ``illustpose.weights`` is the library's module, never the top-level ``weights/``
+folder.  Outside ComfyUI and under any other name it exports nothing.
 """
 
 import importlib.util
 import sys
 from pathlib import Path
 
+_LIBRARY = Path(__file__).resolve().parent / "illustpose"
+
 
 def _bundle_library() -> None:
     if importlib.util.find_spec("illustpose") is not None:
         return
-    package = Path(__file__).resolve().parent / "illustpose"
-    spec = importlib.util.spec_from_file_location("illustpose", package / "__init__.py",
-                                                  submodule_search_locations=[str(package)])
+    spec = importlib.util.spec_from_file_location("illustpose", _LIBRARY / "__init__.py",
+                                                  submodule_search_locations=[str(_LIBRARY)])
     module = importlib.util.module_from_spec(spec)
     sys.modules["illustpose"] = module
     spec.loader.exec_module(module)
 
 
-if "folder_paths" in sys.modules:
+if __name__ == "illustpose":  # the clone's root imported as the library: become the library
+    __path__[:] = [str(_LIBRARY)]
+    __file__ = str(_LIBRARY / "__init__.py")
+    exec(compile(_LIBRARY.joinpath("__init__.py").read_bytes(), __file__, "exec"))
+elif "folder_paths" in sys.modules:
     _bundle_library()
 
     from .nodes import comfy_entrypoint  # noqa: F401 - what ComfyUI looks for

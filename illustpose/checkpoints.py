@@ -10,7 +10,9 @@ Formats (facts: ``shared/reference/checkpoint-formats.md``):
   flat ResNet-50 state dict; ``segmenter.pth`` is ``{'model': ..., 'final_head': ...}``.
 * **illustpose** ``.safetensors``: Lightning key names, plus string metadata
   ``illustpose_format``, ``model``, ``hparams`` (JSON), ``tags`` (JSON list, tagger only),
-  ``source``, ``source_sha256``.
+  ``source``, ``source_sha256``.  Other safetensors files with Lightning key names (ComfyUI-
+  AnimePose's ``character_bg_seg.safetensors`` and the head-only ``anime_pose_head.safetensors``)
+  are read for their tensors; their metadata is not illustpose's and is ignored.
 * **Detectron2 model zoo** ``.pkl`` (feat_concat's R-CNN, for head-only files): a pickled dict of
   numpy arrays (:func:`read_model_zoo_pkl`).
 
@@ -321,6 +323,10 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
 
 
 def _read_safetensors(p: Path) -> Checkpoint:
+    """An illustpose safetensors file, or another program's with the same key names (e.g.
+    ComfyUI-AnimePose's ``character_bg_seg.safetensors`` / ``anime_pose_head.safetensors``):
+    a file without ``illustpose_format`` metadata is read for its tensors only, its metadata
+    (free text such as ``source`` or ``license``) ignored."""
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -332,6 +338,8 @@ def _read_safetensors(p: Path) -> Checkpoint:
             f"{p}: unreadable safetensors file ({e}); it is truncated or damaged: "
             "convert or download it again."
         ) from None
+    if "illustpose_format" not in meta:
+        return Checkpoint(sd, {}, "safetensors", str(p))
     try:
         hp = json.loads(meta.pop("hparams", "{}"))
     except json.JSONDecodeError:

@@ -13,7 +13,7 @@ from torch import nn
 
 from .checkpoints import Checkpoint, read_checkpoint
 
-__all__ = ["Detector", "PRECISIONS"]
+__all__ = ["Detector", "PRECISIONS", "AUTO_PRECISION", "native_bf16_cpu", "resolve_precision", "check_device"]
 
 #: Compute precisions.  ``fp32`` is the exact path (equal to the reference, golden-tested; TF32 is
 #: switched off on CUDA).  ``bf16``/``fp16`` store the convolution and linear weights in that
@@ -21,6 +21,47 @@ __all__ = ["Detector", "PRECISIONS"]
 #: layout: faster (bf16 on CPUs with native bf16, fp16 on CUDA GPUs) but not equal to the
 #: reference (measured agreement: docs/precision.md).
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+#: The precision choice that picks per device: :func:`resolve_precision`.
+AUTO_PRECISION = "auto"
+
+#: /proc/cpuinfo flags of native bf16 arithmetic: x86 AVX512-BF16 and AMX-BF16, Arm's BF16 extension
+_BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}
+
+
+def native_bf16_cpu() -> bool:
+    """True when this machine's CPU has native bf16 arithmetic (AVX512-BF16, AMX-BF16 or Arm
+    BF16), read from the ``flags``/``Features`` lines of ``/proc/cpuinfo``.  False where they
+    are absent or cannot be read (not Linux): a fast path is never assumed.  Without them,
+    PyTorch emulates bf16 and runs about 7x slower than fp32 (benchmarks/RESULTS.md)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return not _BF16_FLAGS.isdisjoint(value.split())
+    except OSError:
+        pass
+    return False
+
+
+def resolve_precision(precision: str, device: str | torch.device) -> str:
+    """The compute precision to use: ``precision`` itself, or for ``"auto"`` fp16 on a CUDA GPU
+    and fp32 (exact, equal to the reference) on a CPU.
+
+    ``auto`` never picks bf16 on a CPU, even one with native bf16: there it is about 2x faster
+    but moves about 7% of the keypoints by a heatmap cell on the golden weights
+    (docs/precision.md), and a default must not depend on which CPU a machine has.
+
+    Raises:
+        ValueError: an unknown precision.
+    """
+    if precision == AUTO_PRECISION:
+        return "fp16" if torch.device(device).type == "cuda" else "fp32"
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be {AUTO_PRECISION} or one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
+
 
 #: Modules whose weights a half precision stores in half; normalisation layers keep float32
 #: statistics (autocast feeds them half inputs, as in standard mixed precision).
@@ -104,7 +145,10 @@ class Detector:
                 torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
         if precision == "fp16" and self.device.type == "cpu":
             warnings.warn("fp16 on a CPU has no native kernels and runs about 6x slower than fp32; "
-                          "use bf16 (or fp32) on CPUs", stacklevel=2)
+                          "use fp32 (or bf16 on a CPU with native bf16)", stacklevel=2)
+        elif precision == "bf16" and self.device.type == "cpu" and not native_bf16_cpu():
+            warnings.warn("bf16 on this CPU (no AVX512-BF16, AMX or Arm BF16) is emulated and runs about 7x "
+                          "slower than fp32; use fp32 (--precision auto)", stacklevel=2)
         return self
 
     def compile(self) -> "Detector":
@@ -199,3 +243,35 @@ class Detector:
             if gc_was_on:
                 gc.enable()
         return det.to(device, precision=precision)
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a :class:`torch.device`, once it is known to exist on this machine.
+
+    Checks the name (``cpu``, ``cuda``, ``cuda:1``, ``mps``, ...) and, for an accelerator, that
+    PyTorch can use it and that the index is below the number of devices, so a wrong device
+    fails here in one line instead of deep inside PyTorch when the first weights move.
+
+    Raises:
+        DeviceError: not a device name (e.g. ``"gpu"``), no such accelerator, or no such index.
+    """
+    from .errors import DeviceError
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise DeviceError(f"device {str(device)!r} is not a device name; use cpu, cuda, cuda:N "
+                          "(N counts from 0) or mps") from None
+    backend = getattr(torch, dev.type, None) if dev.type != "cpu" else None
+    if backend is None or not hasattr(backend, "is_available"):
+        return dev
+    if not backend.is_available():
+        why = ("this PyTorch build has no CUDA support" if dev.type == "cuda" and torch.version.cuda is None
+               else "no usable GPU or driver")
+        raise DeviceError(f"device {str(device)!r}: PyTorch finds no {dev.type.upper()} device on this "
+                          f"machine ({why}); use cpu (--device cpu)")
+    count = backend.device_count() if hasattr(backend, "device_count") else 1
+    if dev.index is not None and dev.index >= count:
+        raise DeviceError(f"device {str(device)!r}: this machine has {count} {dev.type.upper()} "
+                          f"device(s), numbered from 0; use {dev.type}:0 to {dev.type}:{count - 1}")
+    return dev

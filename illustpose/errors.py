@@ -23,6 +23,8 @@ __all__ = [
     "MetricInputError",
     "EvaluationError",
     "PoseIndexError",
+    "DeviceError",
+    "UsageError",
 ]
 
 
@@ -79,3 +81,12 @@ class EvaluationError(IllustposeError, ValueError):
 
 class PoseIndexError(IllustposeError):
     """A pose index file is corrupt, foreign, empty, or built with another descriptor."""
+
+
+class DeviceError(IllustposeError, ValueError):
+    """A device name is not one PyTorch knows (``gpu``), or names hardware this machine lacks
+    (``cuda`` without a CUDA GPU, ``cuda:3`` on a one-GPU machine)."""
+
+
+class UsageError(IllustposeError, ValueError):
+    """Command-line arguments that cannot work together (e.g. every model skipped)."""

@@ -31,6 +31,7 @@ __all__ = [
     "Cropbox",
     "resize_min_size",
     "resize_max_size",
+    "segmenter_frame",
     "square_cropbox",
     "compose_cropboxes",
     "pose_cropbox",
@@ -43,6 +44,7 @@ __all__ = [
     "invert_cropbox",
     "cropbox_points",
     "bbox_from_mask",
+    "mask_above",
     "bbox_rc_to_xywh",
     "bbox_xywh_to_rc",
     "rc_to_xy",
@@ -95,6 +97,34 @@ def resize_max_size(hw: Sequence[int], s: int) -> tuple[int, int]:
     """
     h, w = hw
     return (int(h * s / w), s) if h < w else (s, int(w * s / h))
+
+
+def segmenter_frame(hw: Sequence[int], s: int, max_long: int) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
+    """The segmenter's working canvas and where the resized image lies on it.
+
+    The reference's :func:`resize_min_size` whenever its long side is at most ``max_long``
+    (the image then fills the canvas).  Beyond, the canvas is ``s`` by ``max_long`` and the
+    image, its long side scaled to ``max_long`` and its short side to
+    ``max(1, round(short * max_long / long))``, is centred on it (floor division puts an odd
+    remainder on the far side).
+
+    Args:
+        hw: the image's ``(h, w)`` in pixels, each >= 1.
+        s: the working short side (``largs.bg_seg.size``, 256).
+        max_long: the largest working long side allowed, >= ``s``.
+
+    Returns:
+        ``((canvas_h, canvas_w), (top, left, h, w))`` in working pixels.
+    """
+    rh, rw = resize_min_size(hw, s)
+    if max(rh, rw) <= max_long:
+        return (rh, rw), (0, 0, rh, rw)
+    h, w = hw
+    if w < h:  # tall, as resize_min_size decides
+        iw = max(1, round(w * max_long / h))
+        return (max_long, s), (0, (s - iw) // 2, max_long, iw)
+    ih = max(1, round(h * max_long / w))
+    return (s, max_long), ((s - ih) // 2, 0, ih, max_long)
 
 
 def square_cropbox(hw: Sequence[int], s: int) -> Cropbox:
@@ -308,7 +338,7 @@ def bbox_from_mask(mask_u8: np.ndarray, threshold: float = 0.5) -> tuple[int, in
     Returns:
         ``(row0, col0, h, w)`` as Python ints, pixels.
     """
-    a = np.asarray(mask_u8).astype(np.float64) / 255.0 > threshold
+    a = mask_above(mask_u8, threshold)
     rows = np.flatnonzero(a.any(axis=1))
     cols = np.flatnonzero(a.any(axis=0))
     hh, ww = a.shape
@@ -319,6 +349,22 @@ def bbox_from_mask(mask_u8: np.ndarray, threshold: float = 0.5) -> tuple[int, in
     r0, r1 = max(int(rows.min()) - 1, 0), min(int(rows.max()) + 1, hh)
     c0, c1 = max(int(cols.min()) - 1, 0), min(int(cols.max()) + 1, ww)
     return (r0, c0, r1 - r0, c1 - c0)
+
+
+def mask_above(mask_u8: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Where ``value / 255 > threshold`` (float64, as the reference) in an 8-bit mask.
+
+    Looked up per byte value, so a full-size mask costs one bool per pixel, never a float copy.
+
+    Args:
+        mask_u8: uint8 array of any shape, 0..255.
+        threshold: any float.
+
+    Returns:
+        bool array of the mask's shape.
+    """
+    table = np.arange(256, dtype=np.float64) / 255.0 > threshold
+    return table[np.asarray(mask_u8, dtype=np.uint8)]
 
 
 def bbox_rc_to_xywh(bbox_rc_hw: Sequence[float]) -> list:

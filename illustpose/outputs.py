@@ -4,8 +4,12 @@ For input ``NAME.ext``: ``NAME.mask.png`` (8-bit grey, character probability at 
 size), ``NAME.cutout.png`` (RGBA: alpha = mask x the input's own alpha), ``NAME.tags.txt``
 (tags with score >= the threshold, highest first, ``", "``-joined), ``NAME.tags.json``
 (``{"tags": {name: score}}``, every tag in rule order), ``NAME.pose.json`` (one COCO keypoint
-annotation, see :func:`illustpose.keypoints.to_coco_annotation`) and ``NAME.pose.png`` (the
-skeleton drawn over the image).  Every file is written atomically.
+annotation, see :func:`illustpose.keypoints.to_coco_annotation`), ``NAME.pose_keypoint.json``
+(the same joints as ComfyUI's POSE_KEYPOINT, OpenPose-18), ``NAME.openpose.png`` (the OpenPose
+control image at the input size, drawn exactly as the Illustrated Pose node draws it) and
+``NAME.pose.png`` (the skeleton drawn over the image).  Numbers in the pose files are rounded
+to :data:`JSON_DECIMALS` places (pixels and scores); the library's results keep full precision.
+Every file is written atomically.
 """
 
 from __future__ import annotations
@@ -18,12 +22,30 @@ from PIL import Image
 
 from .fileio import write_text
 from .images import save_png
-from .keypoints import to_coco_annotation
+from .keypoints import to_coco_annotation, to_pose_keypoint
 from .pipeline import Annotation
-from .render import draw_skeleton
+from .render import draw_skeleton, render_pose_keypoint
 from .results import TagResult
 
-__all__ = ["caption", "select_tags", "write_annotation"]
+__all__ = ["JSON_DECIMALS", "caption", "select_tags", "write_annotation"]
+
+#: decimal places of the numbers in the pose files (1/10,000 of a pixel; scores likewise)
+JSON_DECIMALS = 4
+
+
+def _rounded(value):
+    """``value`` (JSON-like: dicts, lists, numbers) with every float rounded to :data:`JSON_DECIMALS`."""
+    if isinstance(value, float):
+        return round(value, JSON_DECIMALS)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def _write_json(path: Path, value) -> None:
+    write_text(path, json.dumps(_rounded(value), indent=1) + "\n")
 
 
 def _normalize(tag: str) -> str:
@@ -79,7 +101,10 @@ def write_annotation(out_stem: Path, image: Image.Image, ann: Annotation, *, tag
         p = ann.pose
         coco = to_coco_annotation(p.keypoints, p.scores, list(p.bbox_xywh))
         coco["image_size"] = {"height": p.image_size_hw[0], "width": p.image_size_hw[1]}
-        write_text(path(".pose.json"), json.dumps(coco, indent=1) + "\n")
+        _write_json(path(".pose.json"), coco)
+        pose_keypoint = to_pose_keypoint([[p.openpose()]], [p.image_size_hw])
+        _write_json(path(".pose_keypoint.json"), pose_keypoint)
+        save_png(path(".openpose.png"), Image.fromarray(render_pose_keypoint(pose_keypoint)[0], "RGB"))
         rgb = np.asarray(image.convert("RGB"))
         drawn = draw_skeleton(rgb, p.keypoints, p.scores, bbox_xywh=list(p.bbox_xywh))
         save_png(path(".pose.png"), Image.fromarray(drawn, "RGB"))

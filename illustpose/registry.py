@@ -31,9 +31,12 @@ from .keypoints import ALL_KEYPOINTS
 
 __all__ = [
     "HF_REPO",
+    "ANIMEPOSE_REPO",
+    "RCNN_ZOO_URL",
     "DriveZip",
     "DRIVE_ZIP",
     "KnownFile",
+    "SIZE_BASES",
     "FileOption",
     "Task",
     "TASKS",
@@ -59,49 +62,87 @@ __all__ = [
 
 #: The community repackaging on Hugging Face (segmenter, tagger and its tag list).
 HF_REPO = "public-data/bizarre-pose-estimator-models"
+#: ComfyUI-AnimePose's repackaging on Hugging Face (a segmenter, and a feat_concat+data head
+#: without its Keypoint R-CNN); accepted where found, never downloaded.
+ANIMEPOSE_REPO = "mrpm/ComfyUI-AnimePose-weights"
+#: Where Detectron2's model zoo serves ``keypoint_rcnn_R_101_FPN_3x``: the R-CNN a head-only
+#: feat_concat file (``--rcnn-weights``) needs.
+RCNN_ZOO_URL = ("https://dl.fbaipublicfiles.com/detectron2/COCO-Keypoints/keypoint_rcnn_R_101_FPN_3x/"
+                "138363331/model_final_997cc7.pkl")
 
 
 @dataclass(frozen=True)
 class DriveZip:
-    """The authors' ``bizarre_pose_models.zip`` in their Google Drive folder (reference README)."""
+    """The authors' ``bizarre_pose_models.zip``: in their Google Drive folder (reference README),
+    and on an unofficial Hugging Face mirror.
+
+    Attributes:
+        folder_url: the authors' Google Drive folder.
+        zip_name: the zip's file name.
+        size: its size in bytes (exact when ``sha256`` is known).
+        notes: which facts are assumed.
+        sha256: the pinned hex digest (the mirror's), None when unknown.
+        hf_repo, hf_filename: the Hugging Face mirror's repo and file (None: no mirror).
+    """
 
     folder_url: str
     zip_name: str
     size: int
     notes: str
+    sha256: str | None = None
+    hf_repo: str | None = None
+    hf_filename: str | None = None
+
+    @property
+    def hf_url(self) -> str | None:
+        """The mirror's ``resolve/main`` URL (None without a mirror)."""
+        return f"https://huggingface.co/{self.hf_repo}/resolve/main/{self.hf_filename}" if self.hf_repo else None
 
 
 DRIVE_ZIP = DriveZip(
     folder_url="https://drive.google.com/drive/folders/11bw47Vy-RPKjgd6yF0RzcXALvp7zB_wt",
     zip_name="bizarre_pose_models.zip",
-    size=2_180_000_000,
-    notes="The authors' Google Drive folder (from the reference readme). Size public: about 2.18 GB. "
-          "The pose checkpoints exist only here.",
+    size=2_343_386_993,
+    sha256="27d4eef72bfd7ca664ebbf59e4d6432ab6fe8b748679d76dc94ee0dbd4b99c4e",
+    hf_repo="h54917/bizarre-pose-estimator",
+    hf_filename="bizarre_pose_models.zip",
+    notes="The authors' Google Drive folder (from the reference readme) and the unofficial Hugging Face "
+          "mirror h54917/bizarre-pose-estimator. Size and sha256 exact, as the mirror publishes them; the "
+          "file's place at the mirror's root is assumed. That the Drive copy is byte-identical is likely but "
+          "unconfirmed: a mirror file that differs is refused, a Drive file that differs is used with a warning.",
 )
 
 
 def format_size(n: int | None) -> str:
-    """``about 2.18 GB`` / ``about 103 MB`` / ``size unknown``: sizes in messages and tables."""
+    """``about 2.34 GB`` / ``about 103 MB`` / ``size unknown``: sizes in messages and tables."""
     if n is None:
         return "size unknown"
     return f"about {n / 1e9:.2f} GB" if n >= 1e9 else f"about {max(n / 1e6, 0.01):.3g} MB"
 
 
+#: How a known file's ``size`` is known (:attr:`KnownFile.size_basis`).
+SIZE_BASES = ("exact", "public", "computed", "assumed")
+
+
 @dataclass(frozen=True)
 class KnownFile:
-    """One known file of the release.
+    """One known file of the release, or of a repackaging of it.
 
     Attributes:
         name: the local file name (Hugging Face files) or the path inside
             ``bizarre_pose_models.zip`` (the authors' files, POSIX separators).
         kind: the :class:`ModelWeights` name it holds, or ``"tags"`` for a tag-name file.
-        format: ``lightning``, ``hf_pth``, ``tags_txt`` or ``rules_json``.
-        source: ``hf`` (file ``name`` of :data:`HF_REPO`) or ``drive_zip`` (member ``name`` of
-            :data:`DRIVE_ZIP`).
+        format: ``lightning``, ``hf_pth``, ``safetensors``, ``tags_txt`` or ``rules_json``.
+        source: ``hf`` (file ``name`` of :data:`HF_REPO`), ``drive_zip`` (member ``name`` of
+            :data:`DRIVE_ZIP`) or ``animepose`` (file ``name`` of :data:`ANIMEPOSE_REPO`:
+            accepted where found, never downloaded).
         size: approximate size in bytes, None when unknown (messages only).
-        sha256: exact hex digest, verified after download; None when unknown.
+        sha256: exact hex digest, verified after download; None when unknown (then the
+            digest of the first download is recorded beside the file).
         companions: names of files that must sit beside it (the tagger's tag names).
         notes: which facts about this file are assumed.
+        size_basis: how ``size`` is known, one of :data:`SIZE_BASES`.
+        requires: what loading it needs besides (an option's flag and file), "" if nothing.
     """
 
     name: str
@@ -112,15 +153,18 @@ class KnownFile:
     notes: str
     sha256: str | None = None
     companions: tuple[str, ...] = ()
+    size_basis: str = "assumed"
+    requires: str = ""
 
     @property
     def repo_id(self) -> str | None:
-        return HF_REPO if self.source == "hf" else None
+        """The Hugging Face repo holding it (None for members of the zip)."""
+        return {"hf": HF_REPO, "animepose": ANIMEPOSE_REPO}.get(self.source)
 
     @property
     def filename(self) -> str | None:
-        """The file's name in the Hugging Face repo (HF files only)."""
-        return self.name if self.source == "hf" else None
+        """The file's name in its Hugging Face repo (None for members of the zip)."""
+        return self.name if self.repo_id else None
 
     @property
     def zip_member(self) -> str | None:
@@ -128,10 +172,15 @@ class KnownFile:
         return self.name if self.source == "drive_zip" else None
 
     @property
+    def downloadable(self) -> bool:
+        """Whether illustpose downloads it (``animepose`` files are only accepted where found)."""
+        return self.source in ("hf", "drive_zip")
+
+    @property
     def url(self) -> str:
         """Where a person gets it: the HF ``resolve/main`` URL, or the Drive folder."""
-        if self.source == "hf":
-            return f"https://huggingface.co/{HF_REPO}/resolve/main/{self.name}"
+        if self.repo_id:
+            return f"https://huggingface.co/{self.repo_id}/resolve/main/{self.name}"
         return DRIVE_ZIP.folder_url
 
     @property
@@ -143,12 +192,26 @@ class KnownFile:
         """Relative paths accepted in a folder: ``name``, then the base name if different."""
         return (self.name,) if self.basename == self.name else (self.name, self.basename)
 
+    def size_text(self) -> str:
+        """``about 233 MB (public)``, ``about 700 MB (assumed)``, ``size unknown``: for lists."""
+        return format_size(self.size) + (f" ({self.size_basis})" if self.size is not None else "")
+
+    def sha256_text(self) -> str:
+        """``sha256 27d4eef72bfd...`` when pinned, else ``sha256 unknown``: for lists."""
+        return f"sha256 {self.sha256[:12]}..." if self.sha256 else "sha256 unknown"
+
     def describe(self) -> str:
         """One line for error messages: name, size, where to get it."""
         if self.source == "hf":
             return f"{self.name} ({format_size(self.size)}) from {self.url}"
+        if self.source == "animepose":
+            needs = f"; loading it needs {self.requires}" if self.requires else ""
+            return (f"{self.name} ({format_size(self.size)}), ComfyUI-AnimePose's copy from {self.url} "
+                    f"(not downloaded automatically{needs})")
+        z = DRIVE_ZIP
+        mirror = f"the Hugging Face mirror https://huggingface.co/{z.hf_repo} or " if z.hf_repo else ""
         return (f"{self.basename} ({format_size(self.size)}): member '{self.name}' of "
-                f"{DRIVE_ZIP.zip_name} ({format_size(DRIVE_ZIP.size)}) in the Google Drive folder {self.url}")
+                f"{z.zip_name} ({format_size(z.size)}) from {mirror}the Google Drive folder {self.url}")
 
 
 @dataclass(frozen=True)
@@ -327,8 +390,9 @@ _FEAT_CONCAT = dict(
 )
 
 
-def _pose_file(name: str, notes: str) -> tuple[KnownFile, ...]:
-    return (KnownFile(f"{_RUNS}{name}.ckpt", name, "lightning", "drive_zip", 351_000_000, notes),)
+def _pose_file(name: str, notes: str, size_basis: str = "assumed") -> tuple[KnownFile, ...]:
+    return (KnownFile(f"{_RUNS}{name}.ckpt", name, "lightning", "drive_zip", 351_000_000, notes,
+                      size_basis=size_basis),)
 
 
 #: The released weights entries, in order: the first of a task is its default; within a task,
@@ -343,10 +407,15 @@ WEIGHTS: tuple[ModelWeights, ...] = (
         description="character segmenter: DeepLabv3-ResNet101 + final head, mask and bbox",
         files=(
             KnownFile("segmenter.pth", "segmenter", "hf_pth", "hf", 233_000_000,
-                      "Community repackaging {'model', 'final_head'}. Size public (about 233 MB)."),
+                      "Community repackaging {'model', 'final_head'}. Size public (about 233 MB).",
+                      size_basis="public"),
             KnownFile(_SEGMENTER_CKPT, "segmenter", "lightning", "drive_zip", 700_000_000,
                       "Authors' Lightning checkpoint. Size assumed: about 3x the 233 MB state dict because it "
                       "keeps the Adam state."),
+            KnownFile("character_bg_seg.safetensors", "segmenter", "safetensors", "animepose", 233_000_000,
+                      "ComfyUI-AnimePose's repackaging: the authors' segmenter state dict (Lightning key names, "
+                      "float32 and int64) as safetensors, without metadata illustpose reads. Size public (about "
+                      "233 MB).", size_basis="public"),
         ),
     ),
     ModelWeights(
@@ -360,7 +429,8 @@ WEIGHTS: tuple[ModelWeights, ...] = (
         files=(
             KnownFile("tagger.pth", "tagger", "hf_pth", "hf", 103_000_000,
                       "Flat ResNet-50 state dict (format assumed). Size computed from its 25,737,243 float32 "
-                      "elements (about 103 MB). Needs tags.txt beside it.", companions=("tags.txt",)),
+                      "elements (about 103 MB). Needs tags.txt beside it.", companions=("tags.txt",),
+                      size_basis="computed"),
             KnownFile(_TAGGER_CKPT, "tagger", "lightning", "drive_zip", 300_000_000,
                       "Authors' Lightning checkpoint. Size assumed: about 3x its 103 MB state dict (Adam state). "
                       "Needs the rules JSON for tag names.", companions=(_RULES,)),
@@ -369,7 +439,7 @@ WEIGHTS: tuple[ModelWeights, ...] = (
     ModelWeights(name="feat_match", **_FEAT_MATCH, preferred=False,
                  description="pose estimator, feature matching",
                  files=_pose_file("feat_match", "Pose, feature matching (fermat). Size public: about 351 MB "
-                                  "of tensors.")),
+                                  "of tensors.", "public")),
     ModelWeights(name="feat_match+data", **_FEAT_MATCH,
                  description="pose estimator, feature matching, trained with extra data (the default)",
                  files=_pose_file("feat_match+data", "Pose, feature matching trained with extra data. Size "
@@ -382,7 +452,12 @@ WEIGHTS: tuple[ModelWeights, ...] = (
                  description="pose estimator, feature concatenation with a Keypoint R-CNN, trained with extra "
                              "data (slower)",
                  files=_pose_file("feat_concat+data", "Pose, feature concatenation trained with extra data. "
-                                  "Size assumed about 351 MB.")),
+                                  "Size assumed about 351 MB.") + (
+                     KnownFile("anime_pose_head.safetensors", "feat_concat+data", "safetensors", "animepose",
+                               37_500_000, "ComfyUI-AnimePose's repackaging of feat_concat+data.ckpt: its resnet.* "
+                               "and keypoint_head.* tensors (Lightning key names, float32 and int64), the Keypoint "
+                               "R-CNN (rcnn.*) stripped. Size public (about 37.5 MB).", size_basis="public",
+                               requires="--rcnn-weights: Detectron2's keypoint_rcnn_R_101_FPN_3x, " + RCNN_ZOO_URL),)),
 )
 
 
@@ -412,6 +487,8 @@ def _check(records: Iterable[ModelWeights]) -> None:
             raise ValueError(f"{w.name} and {first.name} share architecture {w.architecture!r} but differ in {diff}")
         if any(f.kind != w.name for f in w.files):
             raise ValueError(f"{w.name}: a file of another kind is listed")
+        if any(f.size_basis not in SIZE_BASES for f in w.files):
+            raise ValueError(f"{w.name}: a file's size_basis is not one of {SIZE_BASES}")
     prefixes = [w.key_prefix for w in by_arch.values()]
     if len(set(prefixes)) != len(prefixes):
         raise ValueError(f"two architectures share a key prefix: {prefixes}")

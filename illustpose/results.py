@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .geometry import Cropbox
+from .keypoints import OpenPosePerson, coco17_to_openpose18
 
 __all__ = ["SegmentationResult", "TagResult", "PoseResult"]
 
@@ -83,3 +84,8 @@ class PoseResult:
     cropbox: Cropbox
     image_size_hw: tuple[int, int]
     heatmaps: np.ndarray | None = field(default=None, repr=False)
+
+    def openpose(self, threshold: float = 0.0) -> OpenPosePerson:
+        """The COCO-17 joints as one OpenPose-18 person (pixels, x right, y down); a joint whose
+        score is below ``threshold`` is absent (0 keeps every joint, as the reference does)."""
+        return coco17_to_openpose18(self.keypoints, self.scores >= threshold)

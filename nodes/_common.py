@@ -10,6 +10,7 @@ images, so conversion happens here, at the edges of a node, and results go back 
 from __future__ import annotations
 
 import functools
+import logging
 from contextlib import ExitStack, contextmanager
 
 import comfy.model_management as mm
@@ -26,9 +27,11 @@ from ._api import SEGMENTER, io
 
 __all__ = [
     "IllustposeNodeError", "reports_errors", "split_alpha", "fit_mask", "to_pil_images", "image_tensor",
-    "to_output", "on_device", "map_with_progress", "MAX_RESOLUTION", "transparency_input", "xinsr_input",
-    "resolution_input", "box_segmenter_input",
+    "to_output", "on_device", "map_with_progress", "each_image", "MAX_RESOLUTION", "transparency_input",
+    "xinsr_input", "resolution_input", "box_segmenter_input",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Largest OpenPose / preview side a node accepts, in pixels.
 MAX_RESOLUTION = 16384
@@ -126,6 +129,34 @@ def map_with_progress(fn, items) -> list:
         out.append(fn(item))
         bar.update(1)
     return out
+
+
+def each_image(fn, image: torch.Tensor, transparency: torch.Tensor | None = None, *,
+               node: str) -> tuple[list, list[str]]:
+    """``fn(pil_image, index)`` for every image of an IMAGE batch, one at a time, with progress.
+
+    Each image is converted just before its turn (:func:`illustpose.images.from_array`), so a
+    batch never holds all its PIL copies at once.  An image that cannot be converted or
+    processed (any :class:`~illustpose.errors.IllustposeError`, e.g. more pixels than
+    ``illustpose.images.MAX_PIXELS``) gets None, and a message naming its batch index that is
+    also logged as a warning; every other image is processed normally.
+
+    Returns:
+        (one result or None per image, the messages of the images that failed).
+    """
+    rgb, alpha = split_alpha(image, transparency)
+    rgb, alpha = rgb.numpy(), None if alpha is None else alpha.numpy()
+    messages: list[str] = []
+
+    def one(i: int):
+        try:
+            return fn(from_array(rgb[i], None if alpha is None else alpha[i]), i)
+        except IllustposeError as e:
+            messages.append(f"{node}: image {i} (0-based) of {len(rgb)} left empty: {e}")
+            log.warning(messages[-1])
+            return None
+
+    return map_with_progress(one, range(len(rgb))), messages
 
 
 # --------------------------------------------------------------------------- shared inputs

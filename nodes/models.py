@@ -16,7 +16,7 @@ from collections import OrderedDict
 import comfy.model_management as mm
 import folder_paths
 
-from illustpose.detector import PRECISIONS
+from illustpose.detector import PRECISIONS, resolve_precision
 from illustpose.errors import WeightsNotFoundError
 from illustpose.registry import architecture_weights, architectures, default_weights, get_task
 from illustpose.weights import resolve
@@ -44,13 +44,6 @@ def weight_choices(task: str) -> list[str]:
                                  if f.lower().endswith(WEIGHT_SUFFIXES)]
 
 
-def resolve_precision(precision: str) -> str:
-    """"auto" -> fp16 when ComfyUI computes on a CUDA GPU, else fp32 (exact)."""
-    if precision != AUTO:
-        return precision
-    return "fp16" if mm.get_torch_device().type == "cuda" else "fp32"
-
-
 def load_detector(task: str, weights: str, precision: str):
     """The detector of ``task`` for a dropdown choice at a compute precision, loaded once per
     (file, device, precision) and cached.
@@ -61,7 +54,7 @@ def load_detector(task: str, weights: str, precision: str):
         CheckpointError: the file is damaged or holds another model.
     """
     dirs = folder_paths.get_folder_paths(FOLDER)
-    precision = resolve_precision(precision)
+    precision = resolve_precision(precision, mm.get_torch_device())
     record = default_weights(task)
     if weights == AUTO:
         path = str(resolve(record.name, search_dirs=dirs))

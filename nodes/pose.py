@@ -12,7 +12,7 @@ import torch
 from illustpose.datasets import coco_document
 from illustpose.geometry import bbox_from_mask, bbox_rc_to_xywh
 from illustpose.heatmaps import pose_heatmap
-from illustpose.keypoints import ALL_KEYPOINTS, coco17_to_openpose18, to_coco_annotation, to_pose_keypoint
+from illustpose.keypoints import ALL_KEYPOINTS, to_coco_annotation, to_pose_keypoint
 from illustpose.pipeline import Pipeline
 from illustpose.render import draw_skeleton, render_pose_keypoint
 from illustpose.results import PoseResult
@@ -22,13 +22,12 @@ from ._common import (
     IllustposeNodeError,
     box_segmenter_input,
     fit_mask,
+    each_image,
     image_tensor,
-    map_with_progress,
     on_device,
     reports_errors,
     resolution_input,
     to_output,
-    to_pil_images,
     xinsr_input,
 )
 
@@ -50,12 +49,13 @@ def given_bboxes(batch: int, hw: tuple[int, int], bbox, character_mask) -> list 
     return None
 
 
-def coco_json(poses: list[PoseResult], threshold: float) -> str:
-    """A COCO keypoints document for the batch: image ``i`` has id ``i + 1`` and one annotation."""
+def coco_json(poses: list[PoseResult | None], hw: tuple[int, int], threshold: float) -> str:
+    """A COCO keypoints document for the batch (images of size ``hw``): image ``i`` has id ``i + 1``
+    and one annotation, none when its pose is None (the image failed)."""
     return json.dumps(coco_document(
-        [{"id": i + 1, "height": p.image_size_hw[0], "width": p.image_size_hw[1]} for i, p in enumerate(poses)],
+        [{"id": i + 1, "height": hw[0], "width": hw[1]} for i in range(len(poses))],
         [to_coco_annotation(p.keypoints, p.scores, list(p.bbox_xywh), image_id=i + 1, ann_id=i + 1,
-                            visibility_threshold=threshold) for i, p in enumerate(poses)],
+                            visibility_threshold=threshold) for i, p in enumerate(poses) if p is not None],
         description="poses estimated by illustpose's Illustrated Pose node"))
 
 
@@ -107,27 +107,32 @@ class IllustratedPose(io.ComfyNode):
     @reports_errors
     def execute(cls, image, pose_model, confidence_threshold, resolution, draw_extra, heatmap_joint,
                 xinsr_stick_scaling, segmenter=None, character_mask=None, bbox=None):
-        images = to_pil_images(image)
-        boxes = given_bboxes(len(images), (images[0].height, images[0].width), bbox, character_mask)
+        batch, hw = image.shape[0], tuple(image.shape[1:3])
+        boxes = given_bboxes(batch, hw, bbox, character_mask)
         pipeline = Pipeline(segmenter if boxes is None else None, None, pose_model)
 
-        def estimate(i: int) -> PoseResult:
+        def estimate(im, i: int) -> tuple[PoseResult, np.ndarray]:
             box = None if boxes is None else [boxes[i]]
-            return pipeline.annotate([images[i]], box, return_heatmaps=True)[0].pose
+            p = pipeline.annotate([im], box, return_heatmaps=True)[0].pose
+            return p, draw_skeleton(np.asarray(im.convert("RGB")), p.keypoints, p.scores, bbox_xywh=list(p.bbox_xywh),
+                                    threshold=confidence_threshold, draw_extra=draw_extra)
 
         with on_device(pipeline.segmenter, pose_model):
-            poses = map_with_progress(estimate, range(len(images)))
-        people = [[coco17_to_openpose18(p.keypoints, p.scores >= confidence_threshold)] for p in poses]
-        pose_keypoint = to_pose_keypoint(people, [p.image_size_hw for p in poses])
+            results, messages = each_image(estimate, image, node="Illustrated Pose")
+        # an image that failed: nobody in its frame, no annotation, blank heatmap and preview
+        poses = [None if r is None else r[0] for r in results]
+        people = [[] if p is None else [p.openpose(confidence_threshold)] for p in poses]
+        pose_keypoint = to_pose_keypoint(people, [hw] * batch)
         control = render_pose_keypoint(pose_keypoint, resolution or None, xinsr_stick_scaling=xinsr_stick_scaling)
-        previews = [draw_skeleton(np.asarray(im.convert("RGB")), p.keypoints, p.scores, bbox_xywh=list(p.bbox_xywh),
-                                  threshold=confidence_threshold, draw_extra=draw_extra)
-                    for im, p in zip(images, poses)]
+        previews = [np.zeros((*hw, 3), np.uint8) if r is None else r[1] for r in results]
         joint = None if heatmap_joint == ALL_JOINTS else heatmap_joint
-        heatmaps = torch.from_numpy(np.stack([pose_heatmap(p, joint) for p in poses]))
-        return io.NodeOutput(pose_keypoint, image_tensor(control), coco_json(poses, confidence_threshold),
-                             to_output(heatmaps), image_tensor(previews),
-                             ui={"openpose_json": [json.dumps(pose_keypoint)]})
+        heatmaps = torch.from_numpy(np.stack([np.zeros(hw, np.float32) if p is None else pose_heatmap(p, joint)
+                                              for p in poses]))
+        ui = {"openpose_json": [json.dumps(pose_keypoint)]}
+        if messages:
+            ui["text"] = messages
+        return io.NodeOutput(pose_keypoint, image_tensor(control), coco_json(poses, hw, confidence_threshold),
+                             to_output(heatmaps), image_tensor(previews), ui=ui)
 
 
 NODES = [IllustratedPose]

@@ -7,11 +7,10 @@ import json
 import numpy as np
 import torch
 
-from illustpose.geometry import bbox_from_mask, bbox_rc_to_xywh
+from illustpose.geometry import bbox_from_mask, bbox_rc_to_xywh, mask_above
 
 from ._api import BBOX, SEGMENTER, io
-from ._common import (map_with_progress, on_device, reports_errors, split_alpha, to_output, to_pil_images,
-                      transparency_input)
+from ._common import each_image, on_device, reports_errors, split_alpha, to_output, transparency_input
 
 BACKGROUNDS = ("white", "black", "transparent")
 
@@ -58,16 +57,17 @@ class CharacterSegment(io.ComfyNode):
     @classmethod
     @reports_errors
     def execute(cls, image, segmenter, threshold, cutout_background, transparency=None):
-        images = to_pil_images(image, transparency)
         with on_device(segmenter):
-            results = map_with_progress(lambda im: segmenter.segment([im])[0], images)
-        masks = np.stack([r.mask for r in results])  # uint8 [B, H, W]
+            results, messages = each_image(lambda im, i: segmenter.segment([im])[0], image, transparency,
+                                           node="Character Segment")
+        empty = np.zeros(tuple(image.shape[1:3]), np.uint8)  # an image that failed: no character
+        masks = np.stack([empty if r is None else r.mask for r in results])  # uint8 [B, H, W]
         bboxes = [bbox_rc_to_xywh(bbox_from_mask(m, threshold)) for m in masks]
         prob = torch.from_numpy(masks).float() / 255.0
-        binary = torch.from_numpy(masks / 255.0 > threshold)  # the bbox rule's own comparison
+        binary = torch.from_numpy(mask_above(masks, threshold))  # the bbox rule's own comparison
         rgb, alpha = split_alpha(image, transparency)
         opacity = prob if alpha is None else prob * alpha
         return io.NodeOutput(to_output(prob), to_output(binary), to_output(cutout(rgb, opacity, cutout_background)),
-                             bboxes, json.dumps(bboxes))
+                             bboxes, json.dumps(bboxes), ui={"text": messages} if messages else None)
 
 NODES = [CharacterSegment]

@@ -7,7 +7,7 @@ import json
 from illustpose.outputs import select_tags
 
 from ._api import TAGGER, io
-from ._common import map_with_progress, on_device, reports_errors, to_pil_images, transparency_input
+from ._common import each_image, on_device, reports_errors, transparency_input
 
 
 class DanbooruTag(io.ComfyNode):
@@ -46,12 +46,16 @@ class DanbooruTag(io.ComfyNode):
     @reports_errors
     def execute(cls, image, tagger, threshold, exclude_tags, replace_underscores, sort_by_score, max_tags,
                 transparency=None):
-        images = to_pil_images(image, transparency)
         with on_device(tagger):
-            results = map_with_progress(lambda im: tagger.tag([im])[0], images)
-        kept = [select_tags(r, threshold, exclude_tags, replace_underscores, sort_by_score, max_tags) for r in results]
+            results, messages = each_image(lambda im, i: tagger.tag([im])[0], image, transparency,
+                                           node="Danbooru Tag")
+        kept = [[] if r is None else select_tags(r, threshold, exclude_tags, replace_underscores, sort_by_score,
+                                                 max_tags) for r in results]
         captions = [", ".join(n for n, _ in k) for k in kept]
-        return io.NodeOutput(captions, json.dumps([dict(k) for k in kept]), ui={"text": captions})
+        # an image that failed: an empty caption, and its message where the UI shows the caption
+        failed = iter(messages)
+        shown = [next(failed) if r is None else c for r, c in zip(results, captions)]
+        return io.NodeOutput(captions, json.dumps([dict(k) for k in kept]), ui={"text": shown})
 
 
 NODES = [DanbooruTag]

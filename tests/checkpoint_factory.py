@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["write_lightning_ckpt", "write_hf_tagger", "write_hf_segmenter", "write_rules_json", "AUTHORS_PATHS"]
+__all__ = ["write_lightning_ckpt", "write_hf_tagger", "write_hf_segmenter", "write_rules_json", "AUTHORS_PATHS",
+           "write_animepose_segmenter", "write_animepose_head"]
 
 #: the authors' file paths inside bizarre_pose_models.zip
 AUTHORS_PATHS = {
@@ -141,6 +142,29 @@ def write_hf_segmenter(path: Path, lightning_sd: dict) -> Path:
     model = OrderedDict((k[len("deeplab."):], v) for k, v in lightning_sd.items() if k.startswith("deeplab."))
     head = OrderedDict((k[len("final_head."):], v) for k, v in lightning_sd.items() if k.startswith("final_head."))
     torch.save({"model": model, "final_head": head}, path)
+    return path
+
+
+def write_animepose_segmenter(path: Path, lightning_sd: dict) -> Path:
+    """ComfyUI-AnimePose's ``character_bg_seg.safetensors`` (its ``scripts/make_weights.py``): every
+    tensor of the authors' segmenter checkpoint under its Lightning name, dtypes kept (float32,
+    int64 ``num_batches_tracked``), with that script's free-text metadata."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in lightning_sd.items()}, str(path),
+              metadata={"source": "ShuhongChen/bizarre-pose-estimator character_bg_seg epoch=0096",
+                        "license": "AGPL-3.0"})
+    return path
+
+
+def write_animepose_head(path: Path, lightning_sd: dict) -> Path:
+    """ComfyUI-AnimePose's ``anime_pose_head.safetensors``: only the ``resnet.*`` and
+    ``keypoint_head.*`` tensors of feat_concat+data.ckpt (its ``rcnn.*`` stripped), dtypes kept."""
+    from safetensors.torch import save_file
+
+    kept = {k: v.contiguous() for k, v in lightning_sd.items() if k.startswith(("resnet.", "keypoint_head."))}
+    save_file(kept, str(path), metadata={"source": "ShuhongChen/bizarre-pose-estimator feat_concat+data.ckpt",
+                                         "license": "AGPL-3.0", "note": "rcnn.* (Detectron2 R101) stripped; unused"})
     return path
 
 

@@ -154,3 +154,23 @@ def test_read_torch_zip_refuses_unknown_global(tmp_path):
     path = _torch_zip_with({"a": zipfile.ZipFile}, tmp_path / "x.pt")
     with pytest.raises(UnsafeCheckpointError, match="zipfile.ZipFile"):
         read_torch_zip(path)
+
+
+# ---------------------------------------------------------------- ComfyUI-AnimePose's files
+
+
+def test_animepose_segmenter_loads_as_is(golden_state_dicts, tmp_path):
+    """``character_bg_seg.safetensors`` (Lightning key names, the authors' dtypes, free-text
+    metadata) loads directly; converting it names it, not the text of its metadata."""
+    from checkpoint_factory import write_animepose_segmenter
+    from illustpose.fileio import sha256_file
+
+    path = write_animepose_segmenter(tmp_path / "character_bg_seg.safetensors", golden_state_dicts["segmenter"])
+    ck = read_checkpoint(path)
+    assert ck.format == "safetensors" and ck.hparams == {} and ck.metadata == {}  # not illustpose's metadata
+    assert {v.dtype for v in ck.state_dict.values()} == {torch.float32, torch.int64} and len(ck.state_dict) == 690
+    seg = CharacterSegmenter.from_pretrained(path)
+    own = seg.net.state_dict()
+    assert seg.size == 256 and all(torch.equal(own[k], v) for k, v in golden_state_dicts["segmenter"].items())
+    meta = read_checkpoint(convert(path, tmp_path / "segmenter.safetensors")).metadata
+    assert meta["source"] == "character_bg_seg.safetensors" and meta["source_sha256"] == sha256_file(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 
 import numpy as np
@@ -15,6 +16,8 @@ from shared_data import SAMPLES, load_golden
 from illustpose.cli import main
 from illustpose.errors import ImageError
 from illustpose.images import from_array, iter_image_files, load_image, normalize_mode
+from illustpose.keypoints import coco17_to_openpose18, parse_pose_keypoint, to_pose_keypoint
+from illustpose.render import render_pose_keypoint
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +41,8 @@ def test_annotate_writes_the_contract(converted, tmp_path):
     rc = main(["annotate", str(src), "--out", str(out), "--weights-dir", str(converted), "--offline", "--batch-size", "2", "--quiet"])
     assert rc == 0
     for stem in ("sub/a", "b"):
-        for suffix in (".mask.png", ".cutout.png", ".tags.txt", ".tags.json", ".pose.json", ".pose.png"):
+        for suffix in (".mask.png", ".cutout.png", ".tags.txt", ".tags.json", ".pose.json", ".pose_keypoint.json",
+                       ".openpose.png", ".pose.png"):
             assert (out / f"{stem}{suffix}").is_file(), f"{stem}{suffix}"
     g = load_golden("retrieval_r0c1")
     mask = np.asarray(Image.open(out / "sub/a.mask.png"))
@@ -46,7 +50,17 @@ def test_annotate_writes_the_contract(converted, tmp_path):
     pose = json.loads((out / "sub/a.pose.json").read_text())
     assert pose["bbox"] == g["bbox_xywh"].tolist()
     kp = np.asarray(pose["keypoints"]).reshape(17, 3)
-    np.testing.assert_allclose(kp[:, :2], g["pose_keypoints_xy"][:17], atol=1e-9)
+    np.testing.assert_allclose(kp[:, :2], g["pose_keypoints_xy"][:17], atol=0.5e-4)  # rounded to 4 decimals
+    for name in ("sub/a.pose.json", "sub/a.pose_keypoint.json"):
+        assert not re.search(r"\.\d{5}", (out / name).read_text()), f"{name}: more than 4 decimals"
+    # the control image and POSE_KEYPOINT are the Illustrated Pose node's for the same joints
+    pose_keypoint = json.loads((out / "sub/a.pose_keypoint.json").read_text())
+    person, = parse_pose_keypoint(pose_keypoint)[0].people
+    expected = coco17_to_openpose18(g["pose_keypoints_xy"][:17], np.ones(17, bool))
+    np.testing.assert_allclose(person.xy, expected.xy, atol=0.5e-4)
+    assert (person.present == expected.present).all()
+    drawn = render_pose_keypoint(to_pose_keypoint([[expected]], [tuple(g["orig_size_hw"])]))[0]
+    assert (np.asarray(Image.open(out / "sub/a.openpose.png")) == drawn).all()
     assert set(pose["extra_keypoints"]) >= {"nose_root", "body_upper"} and len(pose["keypoint_scores"]) == 17
     tags = json.loads((out / "sub/a.tags.json").read_text())["tags"]
     assert len(tags) == 1062

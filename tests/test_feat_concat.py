@@ -463,3 +463,27 @@ def test_pose_estimator_runs_feat_concat_end_to_end(tmp_path):
     bbox = load_golden("megumin")["bbox_xywh"].tolist()  # the reference segmenter's box
     result = est(load_image(SAMPLES / "megumin.png"), bbox)
     assert result.keypoints.shape == (25, 2) and np.isfinite(result.keypoints).all()
+
+
+def test_animepose_head_loads_with_rcnn_weights(tmp_path, model_sd):
+    """ComfyUI-AnimePose's ``anime_pose_head.safetensors`` (feat_concat+data without ``rcnn.*``)
+    asks for the model-zoo file, then loads with it, every tensor in place."""
+    from checkpoint_factory import write_animepose_head
+    from illustpose.models.pose import PoseEstimator
+    from illustpose.registry import RCNN_ZOO_URL
+
+    head = write_animepose_head(tmp_path / "anime_pose_head.safetensors", model_sd)
+    assert len(read_checkpoint(head).state_dict) == 336 and detect_architecture(read_checkpoint(head).state_dict) \
+        == "feat_concat"
+    with pytest.raises(CheckpointError) as e:
+        PoseEstimator.from_pretrained(head)
+    assert "anime_pose_head.safetensors" in str(e.value) and "--rcnn-weights" in str(e.value)
+    assert RCNN_ZOO_URL in str(e.value)
+    zoo = {k[len(RCNN_PREFIX):]: v.numpy() for k, v in model_sd.items() if k.startswith(RCNN_PREFIX)}
+    zoo.update({k: v.numpy() for k, v in _unused_tensors().items()})
+    pkl = tmp_path / "model_final_997cc7.pkl"
+    pkl.write_bytes(pickle.dumps({"model": zoo, "__author__": "Detectron2 Model Zoo"}, protocol=4))
+    est = PoseEstimator.from_pretrained(head, rcnn_weights=pkl)
+    own = est.net.state_dict()
+    assert est.kind == "feat_concat" and (est.crop_size, est.padding) == (256, 0.1)
+    assert set(own) == set(model_sd) and all(torch.equal(own[k], model_sd[k]) for k in own)

@@ -99,7 +99,8 @@ def test_files_are_recognised_by_their_key_prefix(keys, arch):
 
 def test_every_known_file_is_valid():
     for f in R.known_files():
-        assert f.format in {"lightning", "hf_pth", "tags_txt", "rules_json"}, f
+        assert f.format in {"lightning", "hf_pth", "safetensors", "tags_txt", "rules_json"}, f
+        assert f.size_basis in R.SIZE_BASES and f.downloadable == (f.source != "animepose"), f
         assert f.size is None or (isinstance(f.size, int) and f.size > 0), f
         assert f.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", f.sha256), f
         assert f.notes, f"{f.name}: notes must say what is assumed"
@@ -107,6 +108,9 @@ def test_every_known_file_is_valid():
             assert f.repo_id == HF_REPO and f.filename == f.name and f.zip_member is None
             assert f.url == f"https://huggingface.co/{HF_REPO}/resolve/main/{f.name}"
             assert f.format in {"hf_pth", "tags_txt"}
+        elif f.source == "animepose":  # ComfyUI-AnimePose's files: accepted where found, never downloaded
+            assert f.url == f"https://huggingface.co/mrpm/ComfyUI-AnimePose-weights/resolve/main/{f.name}"
+            assert f.format == "safetensors" and f.zip_member is None
         else:
             assert f.source == "drive_zip" and f.zip_member == f.name and f.url == DRIVE
             assert f.zip_member in MEMBERS and f.format in {"lightning", "rules_json"}
@@ -124,7 +128,12 @@ def test_file_names_are_unique_and_unambiguous():
 
 def test_expected_files_and_companions():
     by = {f.name: f for f in R.known_files()}
-    assert set(MEMBERS) | {"segmenter.pth", "tagger.pth", "tags.txt"} == set(by)
+    assert set(MEMBERS) | {"segmenter.pth", "tagger.pth", "tags.txt", "character_bg_seg.safetensors",
+                           "anime_pose_head.safetensors"} == set(by)
+    assert by["anime_pose_head.safetensors"].kind == "feat_concat+data" and "--rcnn-weights" in by[
+        "anime_pose_head.safetensors"].requires and by["character_bg_seg.safetensors"].kind == "segmenter"
+    for kind in ("segmenter", "feat_concat+data"):  # complete files come before the AnimePose copies
+        assert R.known_files(kind)[-1].source == "animepose"
     assert by["tagger.pth"].companions == ("tags.txt",)
     assert by[TAGGER_CKPT].companions == (RULES,)
     for kind in ("segmenter", "tagger", "tags"):  # HF files come first: they are the cheaper download

@@ -76,9 +76,9 @@ def test_build_is_resumable_and_query_finds_the_image(run, tmp_path):
     images = make_images(tmp_path / "refs", [(i, 10, 20) for i in range(6)])
     make_images(tmp_path / "refs" / "sub", [(200, 1, 1)])
     index = tmp_path / "refs.sqlite"
-    rc, _, err = run(["index", "build", index, tmp_path / "refs", "--segmenter", "seg.pth", "--quiet"])
+    rc, _, err = run(["index", "build", index, tmp_path / "refs", "--segmenter", "seg.pth", "--quiet", "--no-recursive"])
     assert rc == 0 and run.pipeline.calls == 6
-    rc, _, err = run(["index", "build", index, tmp_path / "refs", "--recursive", "--batch-size", "2"])
+    rc, _, err = run(["index", "build", index, tmp_path / "refs", "--commit-every", "2"])  # recursive by default
     assert rc == 0 and run.pipeline.calls == 7  # only the sub-folder image was new
     assert "added 1, skipped 6 already indexed" in err
     with PoseIndex(index) as ix:

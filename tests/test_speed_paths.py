@@ -5,11 +5,14 @@ from __future__ import annotations
 import gc
 import json
 import sys
+import warnings
 
 import pytest
 import torch
 
+from illustpose import detector
 from illustpose.checkpoints import save_safetensors
+from illustpose.detector import resolve_precision
 from illustpose.models.feat_match import FeatMatchPoseNet
 from illustpose.models.tagger import DanbooruTaggerNet
 from illustpose.pipeline import Pipeline, share_trunk
@@ -109,3 +112,42 @@ def test_no_tf32_inside_and_restored_after():
     with _no_tf32():
         assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
     assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before
+
+
+def test_auto_precision_is_exact_on_every_cpu_and_fp16_on_cuda(monkeypatch):
+    for native in (True, False):
+        monkeypatch.setattr(detector, "native_bf16_cpu", lambda native=native: native)
+        assert resolve_precision("auto", "cpu") == "fp32"
+    assert resolve_precision("auto", "cuda:1") == "fp16"
+    assert resolve_precision("bf16", "cpu") == "bf16"
+    with pytest.raises(ValueError, match="precision must be auto or one of fp32, bf16, fp16"):
+        resolve_precision("half", "cpu")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch, native):
+    monkeypatch.setattr(detector, "native_bf16_cpu", lambda: native)
+    tagger, _ = _pair(False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tagger.to(precision="bf16")
+    assert [str(w.message) for w in caught if "emulated" in str(w.message)] == ([] if native else [
+        "bf16 on this CPU (no AVX512-BF16, AMX or Arm BF16) is emulated and runs about 7x slower than fp32; "
+        "use fp32 (--precision auto)"])
+
+
+def test_native_bf16_is_read_from_the_cpu_flags(monkeypatch, tmp_path):
+    real_open = open
+
+    def cpuinfo(text):
+        def fake_open(path, *a, **k):
+            if path == "/proc/cpuinfo":
+                (tmp_path / "cpuinfo").write_text(text)
+                return real_open(tmp_path / "cpuinfo", *a, **k)
+            return real_open(path, *a, **k)
+        return fake_open
+
+    for text, expected in (("flags\t\t: fpu avx2 avx512f avx512_bf16\n", True), ("flags\t: fpu avx2 fma\n", False),
+                           ("Features\t: fp asimd bf16 i8mm\n", True), ("processor\t: 0\n", False)):
+        monkeypatch.setattr("builtins.open", cpuinfo(text))
+        assert detector.native_bf16_cpu() is expected, text

@@ -34,6 +34,7 @@ def online(monkeypatch):
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(W, "_unreachable", lambda url, hosts: None)  # the mocked hosts always answer
 
 
 def touch(path: Path, data: bytes = b"x") -> Path:
@@ -141,7 +142,7 @@ def test_offline_error_lists_files_sizes_urls_folders(tmp_path, isolated):
     assert f"https://huggingface.co/{HF_REPO}/resolve/main/tags.txt" in msg
     assert "about 103 MB" in msg and "about 300 MB" in msg
     assert TAGGER_CKPT in msg and RULES in msg and DRIVE in msg
-    assert "bizarre_pose_models.zip (about 2.18 GB)" in msg
+    assert "bizarre_pose_models.zip (about 2.34 GB)" in msg
     assert "tagger.safetensors" in msg  # accepted names are listed
 
 
@@ -150,7 +151,40 @@ def test_offline_pose_error_points_to_drive(tmp_path):
         W.resolve("feat_match+data", offline=True)
     msg = str(e.value)
     assert POSE + "feat_match+data.ckpt" in msg and DRIVE in msg and "about 351 MB" in msg
-    assert "huggingface.co" not in msg
+    assert "https://huggingface.co/h54917/bizarre-pose-estimator or the Google Drive folder" in msg
+    assert HF_REPO not in msg  # the community repackaging has no pose model
+
+
+def test_everything_missing_is_one_message_with_one_download_command(tmp_path, isolated):
+    a = tmp_path / "a"
+    with pytest.raises(WeightsNotFoundError) as e:
+        W.resolve_all([("segmenter", None), ("feat_match+data", None), ("tags", None)], search_dirs=[a],
+                      offline=True)
+    msg = str(e.value)
+    assert msg.startswith("No weights for 'segmenter', 'feat_match+data', 'tags' were found, and downloads are off")
+    assert msg.count("Looked in:") == 1 and f"  {a}\n  {isolated}\n" in msg
+    assert "segmenter.pth" in msg and POSE + "feat_match+data.ckpt" in msg and "tags.txt" in msg
+    assert f"python -m illustpose weights download segmenter feat_match+data tags --weights-dir {a}" in msg
+    with pytest.raises(WeightsNotFoundError) as e:  # the pack's folder is the default destination
+        W.resolve("tagger", offline=True)
+    assert "in one go (online): python -m illustpose weights download tagger\n" in str(e.value)
+
+
+def test_reachability_probe_answers_quickly_and_once_per_host(monkeypatch):
+    import socket
+
+    for var in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    hosts = {}
+    assert W._unreachable(f"http://127.0.0.1:{port}/a", hosts) is None
+    server.close()
+    assert W._unreachable(f"http://127.0.0.1:{port}/b", hosts) is None  # asked once per host
+    assert "refused" in W._unreachable("http://127.0.0.1:9/", hosts).lower()
+    assert list(hosts) == [("127.0.0.1", port), ("127.0.0.1", 9)]
 
 
 def test_download_false_never_downloads(monkeypatch, online):
@@ -287,6 +321,13 @@ def fake_gdown(tmp_path, monkeypatch, online):
         return output
 
     g.download_folder, g.download = download_folder, download
+
+    import huggingface_hub
+
+    def no_mirror(repo_id, filename, **kw):  # the zip's Hugging Face mirror fails: Drive is used
+        raise ConnectionError("mirror unreachable")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_mirror)
     monkeypatch.setitem(sys.modules, "gdown", g)
     return g
 
@@ -296,7 +337,7 @@ def test_drive_zip_extracts_only_needed_members(tmp_path, fake_gdown):
     got = W.resolve("feat_match", search_dirs=[dest], cache_dir=cache, progress=False)
     assert got == dest / POSE / "feat_match.ckpt"
     assert got.read_bytes() == fake_gdown.contents[POSE + "feat_match.ckpt"]
-    assert [p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()] == [
+    assert [p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file() and p.name != W.HASHES_FILE] == [
         POSE + "feat_match.ckpt"]
     assert fake_gdown.calls[0] == ("list", DRIVE, True)
     assert fake_gdown.calls[1][:2] == ("get", "ZIP_ID")
@@ -322,7 +363,7 @@ def test_drive_tagger_fallback_brings_rules(tmp_path, monkeypatch, fake_gdown):
     with pytest.warns(UserWarning, match="HF unreachable; trying the authors' Drive zip"):
         got = W.resolve("tagger", search_dirs=[dest], cache_dir=tmp_path / "cache")
     assert got == dest / TAGGER_CKPT
-    files = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
+    files = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file() and p.name != W.HASHES_FILE)
     assert files == sorted([TAGGER_CKPT, RULES])
     assert W.tags_path_for(got) == dest / RULES
 

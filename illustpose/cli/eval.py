@@ -10,7 +10,7 @@ from pathlib import Path
 from ..errors import EvaluationError
 from ..registry import architectures
 from . import pipeline as _pipeline
-from .pipeline import add_model_arguments, say
+from .pipeline import add_model_arguments, positive_int, say
 
 __all__ = ["register"]
 
@@ -103,11 +103,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="score this file instead of running the models: a COCO results list or a COCO keypoint "
                         "file (e.g. from --save-predictions)")
     p.add_argument("--json", metavar="PATH", help="also write the summary as JSON here")
-    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
+    p.add_argument("--batch-size", type=positive_int, default=1, metavar="N",
+                   help="images per forward pass (default 1)")
     p.add_argument("--save-predictions", metavar="PRED.json",
                    help="write the predictions as a COCO keypoint file (to correct in CVAT / Label Studio)")
     add_model_arguments(p, ("segment", "pose"))
-    # the spelling of docs/evaluation.md, kept: the same option as --pose-model
+    # the older spelling, kept hidden: the same option as --pose-model
     p.add_argument("--model", dest="pose_model", choices=architectures("pose"), default=argparse.SUPPRESS,
                    help=argparse.SUPPRESS)
     p.set_defaults(func=run)

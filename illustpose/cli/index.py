@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import PoseIndexError
 from . import pipeline as _pipeline
-from .pipeline import add_model_arguments, say
+from .pipeline import add_model_arguments, add_recursive_argument, positive_int, say
 
 __all__ = ["register"]
 
@@ -36,6 +36,20 @@ def _tags(pairs: list[str]) -> dict[str, str]:
 def _model_info(args) -> dict:
     """The weight flags in use (None = the default weights of the registry)."""
     return {"segmenter": args.segmenter, "pose": args.pose}
+
+
+def _open(path: str, **kwargs):
+    """:class:`~illustpose.retrieval.PoseIndex` ``(path, **kwargs)``; SQLite refusing the file
+    (a folder that does not exist or is not writable) is a :class:`PoseIndexError` naming it."""
+    import sqlite3
+
+    from ..retrieval import PoseIndex
+
+    try:
+        return PoseIndex(path, **kwargs)
+    except sqlite3.Error as e:
+        raise PoseIndexError(f"{path}: SQLite cannot open it ({e}); check that its folder exists and is "
+                             "writable") from None
 
 
 def _add(index, args, inputs: list[str]) -> int:
@@ -59,17 +73,27 @@ def _add(index, args, inputs: list[str]) -> int:
     ingest = Ingest(index, lambda image: pipeline().estimate(image), allow_duplicates=args.allow_duplicates,
                     tags=_tags(args.tag), min_score=args.min_score)
 
+    done, interrupted = [], []  # Ctrl-C ends the entries early, and add() commits what it has
+
     def entries(bar):
-        for f in files:
-            failures = len(ingest.failed)
-            yield from ingest.file_entries(f)
-            for _, message in ingest.failed[failures:]:
-                say(f"skipped: {message}")
-            bar.update(1)
+        try:
+            for f in files:
+                failures = len(ingest.failed)
+                yield from ingest.file_entries(f)
+                for _, message in ingest.failed[failures:]:
+                    say(f"skipped: {message}")
+                bar.update(1)
+                done.append(f)
+        except KeyboardInterrupt:
+            interrupted.append(True)
 
     with tqdm(total=len(files), unit="file", disable=args.quiet or len(files) < 2, file=sys.stderr) as bar:
-        result = index.add(entries(bar), allow_duplicates=args.allow_duplicates, batch_size=args.batch_size,
+        result = index.add(entries(bar), allow_duplicates=args.allow_duplicates, batch_size=args.commit_every,
                            on_commit=lambda n: bar.set_postfix(saved=n))
+    if interrupted:
+        print(f"interrupted after {len(done)} of {len(files)} files; {index.path} keeps what was added "
+              f"({len(result.added_ids)} new, {len(index)} entries)", file=sys.stderr)
+        return 130
     if not args.quiet:
         print(f"{index.path}: added {len(result.added_ids)}, skipped {ingest.already} already indexed and "
               f"{len(result.skipped)} duplicates, {len(ingest.failed)} failed; {len(index)} entries", file=sys.stderr)
@@ -77,16 +101,12 @@ def _add(index, args, inputs: list[str]) -> int:
 
 
 def _build(args) -> int:
-    from ..retrieval import PoseIndex
-
-    with PoseIndex(args.index, create=True, kind=args.kind, model=_model_info(args)) as index:
+    with _open(args.index, create=True, kind=args.kind, model=_model_info(args)) as index:
         return _add(index, args, args.folders)
 
 
 def _add_cmd(args) -> int:
-    from ..retrieval import PoseIndex
-
-    with PoseIndex(args.index) as index:
+    with _open(args.index) as index:
         return _add(index, args, args.inputs)
 
 
@@ -109,9 +129,7 @@ def _query_pose(args):
 
 
 def _query(args) -> int:
-    from ..retrieval import PoseIndex
-
-    with PoseIndex(args.index, backend=args.backend) as index:
+    with _open(args.index, backend=args.backend) as index:
         hits = index.query(_query_pose(args), args.k, mirror=args.mirror, partial=not args.strict,
                            min_joints=args.min_joints, min_score=args.min_score)
     if args.json:
@@ -124,9 +142,7 @@ def _query(args) -> int:
 
 
 def _info(args) -> int:
-    from ..retrieval import PoseIndex
-
-    with PoseIndex(args.index) as index:
+    with _open(args.index) as index:
         info = index.info()
     if args.json:
         print(json.dumps(info, indent=2))
@@ -137,9 +153,7 @@ def _info(args) -> int:
 
 
 def _export(args) -> int:
-    from ..retrieval import PoseIndex
-
-    with PoseIndex(args.index) as index:
+    with _open(args.index) as index:
         out = index.export_coco(args.out)
         count = len(index)
     print(f"wrote {count} entries to {out}")
@@ -147,14 +161,14 @@ def _export(args) -> int:
 
 
 def _adding_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--recursive", action="store_true", help="descend into sub-folders")
+    add_recursive_argument(p)
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
                    help="tag stored with every new entry (repeatable)")
     p.add_argument("--allow-duplicates", action="store_true",
                    help="add files whose content is already indexed (default: skip them)")
-    p.add_argument("--batch-size", type=int, default=16,
-                   help="entries per committed transaction (default 16; an interruption loses at most one)")
-    p.add_argument("--min-score", type=float, default=None,
+    p.add_argument("--commit-every", type=positive_int, default=16, metavar="N",
+                   help="entries per committed transaction (default 16; a crash loses at most the last N)")
+    p.add_argument("--min-score", type=float, default=None, metavar="S",
                    help="joints scoring below this are stored as absent (default: keep all, as the reference)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     add_model_arguments(p, _TASKS)
@@ -172,8 +186,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = index.add_subparsers(dest="index_command", required=True)
 
     b = sub.add_parser("build", help="create or resume an index from image folders (runs the models)")
-    b.add_argument("index", metavar="INDEX.sqlite")
-    b.add_argument("folders", nargs="+", metavar="FOLDER")
+    b.add_argument("index", metavar="INDEX.sqlite", help="the index file (created, or resumed when it exists)")
+    b.add_argument("folders", nargs="+", metavar="FOLDER", help="folders of images to run the models on")
     b.add_argument("--kind", choices=sorted(DESCRIPTOR_KINDS), default=None,
                    help="descriptor of a new index: all25 (the reference, 300-D; default) or coco17 (136-D)")
     _adding_arguments(b)
@@ -183,15 +197,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        description="Add images (run through the models), image folders, or COCO / "
                                    "POSE_KEYPOINT .json files (no model; name them explicitly, folders "
                                    "are searched for images only) to an existing index.")
-    a.add_argument("index", metavar="INDEX.sqlite")
-    a.add_argument("inputs", nargs="+", metavar="IMAGE_FOLDER_OR_POSE_JSON")
+    a.add_argument("index", metavar="INDEX.sqlite", help="an existing index file")
+    a.add_argument("inputs", nargs="+", metavar="IMAGE_FOLDER_OR_POSE_JSON",
+                   help="image files, folders of images, COCO or POSE_KEYPOINT .json files")
     _adding_arguments(a)
     a.set_defaults(func=_add_cmd)
 
     q = sub.add_parser("query", help="the indexed poses nearest to an image's or a pose file's pose")
-    q.add_argument("index", metavar="INDEX.sqlite")
-    q.add_argument("pose_input", metavar="IMAGE_OR_POSE_JSON")
-    q.add_argument("-k", type=int, default=10, help="number of results (default 10)")
+    q.add_argument("index", metavar="INDEX.sqlite", help="the index file")
+    q.add_argument("pose_input", metavar="IMAGE_OR_POSE_JSON",
+                   help="an image (run through the models) or a COCO / POSE_KEYPOINT .json file")
+    q.add_argument("-k", type=positive_int, default=10, help="number of results (default 10)")
     q.add_argument("--mirror", action="store_true", help="also match the left/right mirrored pose")
     q.add_argument("--json", action="store_true", help="print a JSON list of {rank, distance, source}")
     q.add_argument("--min-joints", type=int, default=DEFAULT_MIN_JOINTS,
@@ -206,11 +222,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.set_defaults(func=_query)
 
     i = sub.add_parser("info", help="an index's descriptor, weights and size")
-    i.add_argument("index", metavar="INDEX.sqlite")
+    i.add_argument("index", metavar="INDEX.sqlite", help="the index file")
     i.add_argument("--json", action="store_true", help="print JSON")
     i.set_defaults(func=_info)
 
     e = sub.add_parser("export", help="write every entry as COCO keypoint JSON")
-    e.add_argument("index", metavar="INDEX.sqlite")
-    e.add_argument("out", metavar="OUT.json")
+    e.add_argument("index", metavar="INDEX.sqlite", help="the index file")
+    e.add_argument("out", metavar="OUT.json", help="the COCO keypoint file to write")
     e.set_defaults(func=_export)

@@ -14,7 +14,8 @@ from typing import Sequence
 
 from ..registry import TASKS, architecture_weights, architectures, default_weights, file_options, get_weights
 
-__all__ = ["TASK_NAMES", "add_model_arguments", "file_arguments", "build_pipeline", "device", "say"]
+__all__ = ["TASK_NAMES", "add_model_arguments", "add_recursive_argument", "file_arguments", "build_pipeline",
+           "device", "positive_int", "say"]
 
 #: every task, in pipeline order (``annotate --skip`` takes these)
 TASK_NAMES = tuple(t.name for t in TASKS)
@@ -25,6 +26,23 @@ def say(message: str) -> None:
     from tqdm import tqdm
 
     tqdm.write(message, file=sys.stderr)
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type``: a whole number >= 1 (anything else is a one-line usage error)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return n
+
+
+def add_recursive_argument(p: argparse.ArgumentParser) -> None:
+    """``--recursive`` / ``--no-recursive``, the same default for every command that walks folders."""
+    p.add_argument("--recursive", action=argparse.BooleanOptionalAction, default=True,
+                   help="descend into sub-folders of a folder given (default; --no-recursive: its images only)")
 
 
 def file_arguments(args: argparse.Namespace, task: str | None = None) -> dict:
@@ -52,20 +70,28 @@ def add_model_arguments(p: argparse.ArgumentParser, tasks: Sequence[str] = TASK_
     g.add_argument("--offline", action="store_true", help="never touch the network (also: HF_HUB_OFFLINE=1)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
-                   help="compute precision: auto = fp16 on CUDA, fp32 (exact) on CPU; bf16 is faster on CPUs with "
-                        "bf16 support")
+                   help="compute precision: auto = fp16 on CUDA, fp32 (exact) on every CPU; bf16 is about 2x "
+                        "faster on CPUs with native bf16 and about 7x slower (with a warning) on others")
     p.add_argument("--exact", action="store_true",
                    help="fp32, equal to the reference implementation (same as --precision fp32)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the networks (first image of each size compiles for tens of seconds; "
                         "then ~1.3x faster on a CPU; fp32 stays within float tolerance of the reference)")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
+    p.add_argument("--threads", type=positive_int, default=None, metavar="N",
                    help="CPU threads for the networks (default: PyTorch's, one per physical core)")
 
 
 def device(args) -> str:
-    """``--device``, else ``cuda`` when a CUDA GPU is available, else ``cpu``."""
+    """``--device`` once checked (:func:`illustpose.detector.check_device`), else ``cuda`` when a
+    CUDA GPU is available, else ``cpu``.
+
+    Raises:
+        DeviceError: ``--device`` is not a device name or names hardware this machine lacks.
+    """
     if args.device:
+        from ..detector import check_device
+
+        check_device(args.device)
         return args.device
     import torch
 
@@ -81,26 +107,33 @@ def _weights_name(args, task) -> str:
 def build_pipeline(args, tasks: Sequence[str] = ("segment", "pose")):
     """A :class:`~illustpose.pipeline.Pipeline` with the detectors of ``tasks``, from the parsed flags.
 
+    Every weight file is found (or downloaded) before any is loaded, so all that is missing is
+    reported at once (:func:`illustpose.weights.resolve_all`).
+
     Raises:
+        DeviceError: a wrong ``--device``.
         WeightsNotFoundError, CheckpointError: as :meth:`illustpose.detector.Detector.from_pretrained`.
     """
+    from ..detector import resolve_precision
     from ..pipeline import Pipeline
+    from ..weights import resolve_all
 
     dev = device(args)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    precision = "fp32" if args.exact else args.precision
-    if precision == "auto":
-        precision = "fp16" if dev.startswith("cuda") else "fp32"
+    precision = "fp32" if args.exact else resolve_precision(args.precision, dev)
     common = dict(search_dirs=args.weights_dir, offline=args.offline or None, device=dev, precision=precision)
+    chosen = [(task, _weights_name(args, task)) for task in TASKS if task.name in tasks]
+    flags = ", ".join(f"--{task.flag} PATH" for task, _ in chosen)
+    files = resolve_all([(weights, getattr(args, task.flag.replace("-", "_"))) for task, weights in chosen],
+                        search_dirs=args.weights_dir, offline=args.offline or None,
+                        path_hint=f"pass the files with {flags}, or another folder with --weights-dir DIR")
     detectors = {}
-    for task in (t for t in TASKS if t.name in tasks):
-        weights = _weights_name(args, task)
-        options = file_arguments(args, task.name)
+    for (task, weights), file in zip(chosen, files):
         detectors[task.name] = get_weights(weights).detector_class.from_pretrained(
-            getattr(args, task.flag.replace("-", "_")), weights=weights, **common, **options)
+            file, weights=weights, **common, **file_arguments(args, task.name))
     if args.compile:
         for det in detectors.values():
             det.compile()

@@ -22,7 +22,7 @@ from torch import nn
 from ..checkpoints import Checkpoint, read_model_zoo_pkl
 from ..errors import CheckpointError
 from ..loading import hparam, load_strict
-from ..registry import ModelWeights
+from ..registry import RCNN_ZOO_URL, ModelWeights
 from .keypoint_rcnn import (NUM_KEYPOINTS, UNUSED_DETECTRON2_KEYS, KeypointRCNNBranch, branch_weights,
                             check_pixel_statistics)
 from .pose import NUM_HEATMAPS, ResnetFeatureConverter, ResnetTrunk, Resize, heatmap_head
@@ -90,9 +90,10 @@ def build(checkpoint: Checkpoint, weights: ModelWeights, *, rcnn_weights: str | 
     Args:
         checkpoint: a feat_concat checkpoint; its ``rcnn.model.*`` tensors are the R-CNN's.
         weights: its registry record (released sizes, keypoint names).
-        rcnn_weights: for a file without ``rcnn.*`` tensors (a head-only repackaging), the
-            Detectron2 model-zoo ``model_final_997cc7.pkl`` of ``keypoint_rcnn_R_101_FPN_3x``
-            (read by :func:`~illustpose.checkpoints.read_model_zoo_pkl`); it replaces the file's.
+        rcnn_weights: for a file without ``rcnn.*`` tensors (a head-only repackaging such as
+            ComfyUI-AnimePose's ``anime_pose_head.safetensors``), the Detectron2 model-zoo
+            ``model_final_997cc7.pkl`` of ``keypoint_rcnn_R_101_FPN_3x`` (read by
+            :func:`~illustpose.checkpoints.read_model_zoo_pkl`); it replaces the file's.
 
     Raises:
         CheckpointError: no R-CNN weights, pixel statistics of another model, or wrong keys or
@@ -107,8 +108,9 @@ def build(checkpoint: Checkpoint, weights: ModelWeights, *, rcnn_weights: str | 
     elif not any(k.startswith(RCNN_PREFIX) for k in sd):
         raise CheckpointError(
             f"{checkpoint.path}: a feat_concat pose head without the Keypoint R-CNN weights (no "
-            f"'{RCNN_PREFIX}*' tensors); pass the Detectron2 model-zoo file of "
-            "keypoint_rcnn_R_101_FPN_3x (model_final_997cc7.pkl) as rcnn_weights / --rcnn-weights."
+            f"'{RCNN_PREFIX}*' tensors, as in ComfyUI-AnimePose's anime_pose_head.safetensors); pass the "
+            "Detectron2 model-zoo file of keypoint_rcnn_R_101_FPN_3x (model_final_997cc7.pkl, from "
+            f"{RCNN_ZOO_URL}) as rcnn_weights / --rcnn-weights."
         )
     check_pixel_statistics(sd, checkpoint.path, prefix=RCNN_PREFIX)
     sizes = dict(heatmap_size=int(hparam(checkpoint, weights, "margs.size")),

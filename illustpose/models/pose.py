@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import nn
@@ -20,6 +21,7 @@ from torchvision.models import resnet50
 
 from ..checkpoints import Checkpoint
 from ..detector import Detector
+from ..errors import KeypointError
 from ..geometry import bbox_xywh_to_rc, cropbox_points, invert_cropbox, pose_cropbox, rc_to_xy
 from ..heatmaps import decode_heatmaps
 from ..loading import expect_architecture, hparam
@@ -201,11 +203,22 @@ class PoseEstimator(Detector):
         Returns:
             one :class:`PoseResult` per image: keypoints (25, 2) float64 (x, y) input pixels,
             scores (25,) float32, and the heatmap logits when ``return_heatmaps``.
+
+        Raises:
+            KeypointError: a bbox is not four finite numbers with ``w, h > 0``.
+            ImageError: an image has more than :data:`~illustpose.images.MAX_PIXELS` pixels.
         """
         if len(images) != len(bboxes_xywh):
             raise ValueError(f"got {len(images)} images but {len(bboxes_xywh)} bboxes")
         if not images:
             return []
+        for i, b in enumerate(bboxes_xywh):
+            try:
+                v = np.asarray(b, dtype=np.float64)
+            except (TypeError, ValueError):
+                v = np.zeros(0)
+            if v.shape != (4,) or not np.isfinite(v).all() or v[2] <= 0 or v[3] <= 0:
+                raise KeypointError(f"bbox {i}: expected [x, y, w, h] pixels with w > 0 and h > 0, got {b!r}")
         cropboxes = [pose_cropbox(bbox_xywh_to_rc(b), self.crop_size, self.padding) for b in bboxes_xywh]
         crops = torch.stack([pose_input(im, cb) for im, cb in zip(images, cropboxes)])
         logits = self.heatmaps(crops)

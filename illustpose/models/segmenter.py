@@ -24,9 +24,9 @@ from torchvision.models.segmentation.deeplabv3 import ASPP, DeepLabV3
 
 from ..checkpoints import Checkpoint
 from ..detector import Detector
-from ..geometry import bbox_from_mask, bbox_rc_to_xywh
+from ..geometry import bbox_from_mask, bbox_rc_to_xywh, segmenter_frame
 from ..loading import expect_architecture, hparam, load_strict
-from ..preprocess import segmenter_input
+from ..preprocess import SEGMENTER_MAX_ASPECT, segmenter_input
 from ..registry import ModelWeights
 from ..results import SegmentationResult
 from ._common import ImageNetNormalize
@@ -84,6 +84,9 @@ class CharacterSegmenter(Detector):
         bbox_threshold: the bbox rule's probability threshold (0.5 as the reference).
 
     Call with one PIL image (8-bit ``RGB``/``RGBA``, see :mod:`illustpose.images`) or a list.
+    The work per image is bounded: an image more elongated than
+    :data:`~illustpose.preprocess.SEGMENTER_MAX_ASPECT` : 1 is letterboxed (see
+    :mod:`illustpose.preprocess`), and its mask still comes back at its own size.
     """
 
     task = "segment"
@@ -119,7 +122,11 @@ class CharacterSegmenter(Detector):
         return self.segment(list(images))
 
     def segment(self, images: Sequence[Image.Image]) -> list[SegmentationResult]:
-        """Segment images; inputs of equal working size run as one batch."""
+        """Segment images; inputs of equal working size run as one batch.
+
+        Raises:
+            ImageError: an image has more than :data:`~illustpose.images.MAX_PIXELS` pixels.
+        """
         inputs = [segmenter_input(im, self.size) for im in images]
         probs: list[torch.Tensor | None] = [None] * len(images)
         groups: dict[tuple, list[int]] = {}
@@ -131,6 +138,10 @@ class CharacterSegmenter(Detector):
         return [self._result(im, p) for im, p in zip(images, probs)]
 
     def _result(self, image: Image.Image, prob: torch.Tensor) -> SegmentationResult:
+        # the image's own part of the working canvas (all of it unless letterboxed)
+        _, (top, left, h, w) = segmenter_frame((image.height, image.width), self.size,
+                                               SEGMENTER_MAX_ASPECT * self.size)
+        prob = prob[top:top + h, left:left + w]
         # reference: TF.to_pil_image(prob) (= trunc(255 * p) as uint8), then PIL's default
         # resize filter (bicubic) back to the input size, then abbox on the 8-bit mask.
         u8 = prob.mul(255).byte().numpy()

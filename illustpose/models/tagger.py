@@ -172,7 +172,14 @@ class DanbooruTagger(Detector):
         return self.tag(list(images))
 
     def tag(self, images: Sequence[Image.Image]) -> list[TagResult]:
-        """Scores for every tag of each image: ``sigmoid(logits)`` in rule order."""
+        """Scores for every tag of each image: ``sigmoid(logits)`` in rule order.
+
+        Any image size works (the input is always ``size`` square; see
+        :func:`~illustpose.preprocess.tagger_input`).
+
+        Raises:
+            ImageError: an image has more than :data:`~illustpose.images.MAX_PIXELS` pixels.
+        """
         if not images:
             return []
         logits = self.logits(torch.stack([tagger_input(im, self.size) for im in images]))
