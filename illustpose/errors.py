@@ -25,6 +25,7 @@ __all__ = [
     "PoseIndexError",
     "DeviceError",
     "UsageError",
+    "RunRecordError",
 ]
 
 
@@ -90,3 +91,7 @@ class DeviceError(IllustposeError, ValueError):
 
 class UsageError(IllustposeError, ValueError):
     """Command-line arguments that cannot work together (e.g. every model skipped)."""
+
+
+class RunRecordError(IllustposeError):
+    """A run record (``.illustpose-runs.sqlite``, what a resumable run finished) cannot be used."""

@@ -11,6 +11,7 @@ import folder_paths
 import numpy as np
 from PIL import Image
 
+from illustpose.captions import caption_line
 from illustpose.datasets import merge_coco, write_coco
 from illustpose.errors import DatasetError
 from illustpose.fileio import write_text
@@ -198,11 +199,10 @@ class SaveCaptions(io.ComfyNode):
         h, w = pixels[0].shape[:2] if pixels else (0, 0)
         stems = output_stems(filename_prefix[0], len(tags), filenames, w, h)
         out = folder_paths.get_output_directory()
-        lead = caption_prefix[0].strip(" ,")
         saved = []
         for i, (stem, text) in enumerate(zip(stems, tags)):
             text = text.replace("_", " ") if replace_underscores[0] else text
-            write_text(stem.with_name(stem.name + ".txt"), ", ".join(t for t in (lead, text) if t))
+            write_text(stem.with_name(stem.name + ".txt"), caption_line(caption_prefix[0], text))
             if pixels is not None:
                 # SaveImage's rule for floats to bytes
                 img = Image.fromarray(np.clip(255.0 * pixels[i].cpu().numpy(), 0, 255).astype(np.uint8))

@@ -10,6 +10,7 @@ from harness import Pack, load_pack, write_tiny_weights
 
 # Every library module the nodes import, imported now: patch.dict(sys.modules) in load_pack
 # removes on exit the modules first imported inside it, and the tests must share the nodes' classes.
+import illustpose.captions  # noqa: F401
 import illustpose.checkpoints  # noqa: F401
 import illustpose.datasets  # noqa: F401
 import illustpose.geometry  # noqa: F401
