@@ -1,6 +1,9 @@
 """Running the models over many files: prefetching, batches, resumable runs and their counts.
 
-Shared by the commands that walk collections (``caption``, ``annotate``):
+Shared by the commands that walk collections (``caption``, ``annotate``).  A command describes
+its work as a :class:`Task` (load one input, run the models on a batch, write one result's files)
+and a list of jobs; :func:`run_local` runs it on this machine and
+:func:`illustpose.distributed.run_on_ray` on a Ray cluster, with the same files as the result.
 
 * :func:`prefetch` loads files in background threads (PIL decodes and resizes with the GIL
   released) while the models run, and hands them over in input order;
@@ -24,13 +27,38 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
 
 from .errors import IllustposeError, RunRecordError
 
-__all__ = ["Loaded", "prefetch", "batches", "each_or_error", "Counts", "RunRecord", "file_state", "fingerprint"]
+__all__ = ["Task", "Loaded", "load_or_error", "prefetch", "batches", "each_or_error", "Counts", "run_local", "RunRecord", "file_state",
+           "fingerprint"]
 
 T = TypeVar("T")
+
+
+class Task(Protocol):
+    """One command's work on one job (an input file and where its outputs go).
+
+    ``load`` and ``write`` run per job (in loader threads or Ray workers: they must not share
+    mutable state), ``infer`` per batch.  A task is built once per process (a Ray actor builds
+    its own from a picklable factory), so loading the models belongs in its constructor.
+    """
+
+    def key(self, job) -> str:
+        """The job's identity in the run record (e.g. the input's path)."""
+
+    def source(self, job) -> str:
+        """The input file whose state the run record checks."""
+
+    def load(self, job):
+        """The job's input (e.g. a PIL image); raises ImageError / OSError for a bad file."""
+
+    def infer(self, values: list) -> list:
+        """One result per loaded value; raises an IllustposeError for an input the models refuse."""
+
+    def write(self, job, value, result) -> list[str]:
+        """Write one result's files (atomically); returns their paths."""
 
 
 @dataclass(frozen=True)
@@ -42,7 +70,8 @@ class Loaded:
     error: str | None = None
 
 
-def _load(load: Callable, item) -> Loaded:
+def load_or_error(load: Callable, item) -> Loaded:
+    """``Loaded(item, load(item))``, or with the message of the ImageError / OSError it raised."""
     try:
         return Loaded(item, load(item))
     except (IllustposeError, OSError) as e:  # a bad file is reported, the run goes on
@@ -65,13 +94,13 @@ def prefetch(items: Iterable[T], load: Callable[[T], object], *, workers: int = 
     """
     if workers <= 0:
         for item in items:
-            yield _load(load, item)
+            yield load_or_error(load, item)
         return
     pending: deque[Future] = deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="illustpose-load") as pool:
         try:
             for item in items:
-                pending.append(pool.submit(_load, load, item))
+                pending.append(pool.submit(load_or_error, load, item))
                 if len(pending) > max(ahead, workers):
                     yield pending.popleft().result()
             while pending:
@@ -134,6 +163,39 @@ class Counts:
     def exit_status(self) -> int:
         """0 when nothing failed, else 1 (the CLI's convention)."""
         return 1 if self.failed else 0
+
+
+def run_local(task: Task, jobs: Sequence, counts: Counts, *, batch_size: int = 1, workers: int = 2,
+              record: "RunRecord | None" = None, report: Callable[[str], None] = print,
+              progress: Callable[[int], None] = lambda n: None) -> Counts:
+    """Run ``task`` over ``jobs`` on this machine: loading in ``workers`` background threads,
+    the models on batches of ``batch_size``, results written in input order.
+
+    A file that cannot be loaded or that the models refuse is reported (``report("failed: ...")``)
+    and counted in ``counts.failed``; the rest go on.  Each finished job is recorded in
+    ``record`` at once, so Ctrl-C (KeyboardInterrupt, which propagates) loses only the batch in
+    flight; ``counts`` (updated in place) then says how far the run got.
+
+    Returns:
+        ``counts``.
+    """
+    loaded = prefetch(jobs, task.load, workers=workers, ahead=2 * batch_size)
+    for good, bad in batches(loaded, batch_size):
+        for x in bad:
+            report(f"failed: {x.error}")
+        counts.failed += len(bad)
+        results = each_or_error(task.infer, [x.value for x in good]) if good else []
+        for x, result in zip(good, results):
+            if isinstance(result, Exception):
+                report(f"failed: {task.source(x.item)}: {result}")
+                counts.failed += 1
+                continue
+            outputs = task.write(x.item, x.value, result)
+            if record is not None:
+                record.finish(task.key(x.item), task.source(x.item), outputs)
+            counts.done += 1
+        progress(len(good) + len(bad))
+    return counts
 
 
 def file_state(path: str | os.PathLike) -> list:

@@ -3,32 +3,54 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 
 from ..captions import CAPTION_MODES, DEFAULT_FORMATS, caption_jobs, caption_line, write_caption
-from .pipeline import add_model_arguments, add_recursive_argument, build_pipeline, positive_int, say
+from .pipeline import add_model_arguments, add_recursive_argument, build_pipeline
+from .runner import add_runner_arguments
 
-__all__ = ["register", "add_workers_argument"]
-
-
-def add_workers_argument(p: argparse.ArgumentParser) -> None:
-    """``--workers N``: background threads that read images while the models run."""
-    p.add_argument("--workers", type=int, default=2, metavar="N",
-                   help="background threads that read and decode images while the model runs (default 2; "
-                        "0 reads them between batches)")
+__all__ = ["register", "CaptionTask"]
 
 
 def _formats(text: str) -> list[str]:
     return [f.strip().lstrip(".") for f in text.split(",") if f.strip()]
 
 
+class CaptionTask:
+    """The ``caption`` work on one ``(image, caption file)`` job (:class:`illustpose.batch.Task`)."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.tagger = build_pipeline(args, ("tag",)).tagger
+
+    def key(self, job) -> str:
+        return str(job[0])
+
+    def source(self, job) -> str:
+        return str(job[0])
+
+    def load(self, job):
+        from ..images import load_image
+
+        return load_image(job[0])
+
+    def infer(self, images: list) -> list:
+        return self.tagger.tag(images)
+
+    def write(self, job, image, tags) -> list[str]:
+        from ..outputs import caption
+
+        a = self.args
+        text = caption(tags, a.threshold, underscores=a.keep_underscores, exclude=a.exclude_tags, max_tags=a.max_tags)
+        write_caption(job[1], caption_line(a.prefix, text), a.mode)
+        return [str(job[1])]
+
+
 def run(args) -> int:
     """Caption every image; 0 when all worked, 1 when some failed, 2 when there was nothing to do."""
-    from tqdm import tqdm
-
-    from ..batch import Counts, batches, each_or_error, prefetch
-    from ..images import load_image
-    from ..outputs import caption
+    from ..batch import Counts
+    from .runner import run_jobs
 
     formats = [f for text in args.formats for f in _formats(text)] if args.formats else list(DEFAULT_FORMATS)
     jobs = list(caption_jobs(args.inputs, formats=formats, recursive=args.recursive, extension=args.extension))
@@ -41,34 +63,7 @@ def run(args) -> int:
         counts.skipped = len(jobs) - len(todo)
     else:
         todo = jobs
-    tagger = build_pipeline(args, ("tag",)).tagger if todo else None
-    bar = tqdm(total=len(todo), unit="img", disable=len(todo) < 2 or args.quiet, file=sys.stderr)
-    loaded = prefetch(todo, lambda job: load_image(job[0]), workers=args.workers, ahead=2 * args.batch_size)
-    try:
-        for good, bad in batches(loaded, args.batch_size):
-            for x in bad:
-                say(f"failed: {x.error}")
-            results = each_or_error(tagger.tag, [x.value for x in good]) if good else []
-            for x, result in zip(good, results):
-                image, txt = x.item
-                if isinstance(result, Exception):
-                    say(f"failed: {image}: {result}")
-                    counts.failed += 1
-                    continue
-                tags = caption(result, args.threshold, underscores=args.keep_underscores,
-                               exclude=args.exclude_tags, max_tags=args.max_tags)
-                write_caption(txt, caption_line(args.prefix, tags), args.mode)
-                counts.done += 1
-            counts.failed += len(bad)
-            bar.update(len(good) + len(bad))
-    except KeyboardInterrupt:
-        bar.close()
-        say(f"interrupted after {counts.total} of {len(jobs)} images; their captions are written")
-        return 130
-    bar.close()
-    if not args.quiet:
-        say(counts.summary("captioned", len(jobs)))
-    return counts.exit_status
+    return run_jobs(args, functools.partial(CaptionTask, args), todo, counts, total=len(jobs), verb="captioned")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -89,8 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         f"{','.join(DEFAULT_FORMATS)})")
     c.add_argument("--exclude-tags", default="", metavar="T1,T2", help="comma-separated tags never written")
     c.add_argument("--max-tags", type=int, default=0, metavar="N", help="at most N tags per caption (0 = all)")
-    c.add_argument("--batch-size", type=positive_int, default=1, metavar="N", help="images per forward pass (default 1)")
-    add_workers_argument(c)
+    add_runner_arguments(c)
     add_recursive_argument(c)
     c.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     add_model_arguments(c, ("tag",))

@@ -15,7 +15,7 @@ from typing import Sequence
 from ..registry import TASKS, architecture_weights, architectures, default_weights, file_options, get_weights
 
 __all__ = ["TASK_NAMES", "add_model_arguments", "add_recursive_argument", "file_arguments", "build_pipeline",
-           "device", "positive_int", "say"]
+           "device", "positive_int", "non_negative_int", "say"]
 
 #: every task, in pipeline order (``annotate --skip`` takes these)
 TASK_NAMES = tuple(t.name for t in TASKS)
@@ -28,15 +28,24 @@ def say(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
-def positive_int(text: str) -> int:
-    """argparse ``type``: a whole number >= 1 (anything else is a one-line usage error)."""
+def _whole_number(text: str, least: int) -> int:
     try:
         n = int(text)
     except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+        n = least - 1
+    if n < least:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= {least}, got {text!r}")
     return n
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type``: a whole number >= 1 (anything else is a one-line usage error)."""
+    return _whole_number(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse ``type``: a whole number >= 0 (anything else is a one-line usage error)."""
+    return _whole_number(text, 0)
 
 
 def add_recursive_argument(p: argparse.ArgumentParser) -> None:
