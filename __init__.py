@@ -8,14 +8,16 @@ the folder also holds ``nodes/``, which would then shadow ComfyUI's own ``nodes`
 
 Inside ComfyUI (``folder_paths`` already imported) this exports ``comfy_entrypoint``, the V3
 node API's entry point (ComfyUI >= 0.3.48; an older ComfyUI gets an ImportError saying to
-update).  Importing loads no model.
+update), and ``WEB_DIRECTORY``, the frontend extension in ``web/``.  Importing loads no model.
 
 A clone named ``illustpose`` (as ``custom_nodes`` wants it) is itself importable as
 ``illustpose`` from the folder that holds it: ``python -m illustpose`` run there, or pytest
 collecting the clone.  Imported under that name, this file hands over to the library: the
-package's search path becomes ``illustpose/illustpose`` and the library's ``__init__`` runs in
-its place, so ``illustpose.weights`` is the library's module, never the top-level ``weights/``
-folder.  Outside ComfyUI and under any other name it exports nothing.
+library, loaded by file location, takes this module's place in ``sys.modules`` (which is what
+the import statement returns once this file has run), so ``illustpose.weights`` is the
+library's module, never the top-level ``weights/`` folder.  No ``exec``: the Comfy Registry's
+checks (``comfy node validate``) flag it.  Outside ComfyUI and under any other name it exports
+nothing.
 """
 
 import importlib.util
@@ -25,9 +27,8 @@ from pathlib import Path
 _LIBRARY = Path(__file__).resolve().parent / "illustpose"
 
 
-def _bundle_library() -> None:
-    if importlib.util.find_spec("illustpose") is not None:
-        return
+def _load_library() -> None:
+    """Register the library as ``illustpose`` by its file location, then run it."""
     spec = importlib.util.spec_from_file_location("illustpose", _LIBRARY / "__init__.py",
                                                   submodule_search_locations=[str(_LIBRARY)])
     module = importlib.util.module_from_spec(spec)
@@ -35,11 +36,12 @@ def _bundle_library() -> None:
     spec.loader.exec_module(module)
 
 
-if __name__ == "illustpose":  # the clone's root imported as the library: become the library
-    __path__[:] = [str(_LIBRARY)]
-    __file__ = str(_LIBRARY / "__init__.py")
-    exec(compile(_LIBRARY.joinpath("__init__.py").read_bytes(), __file__, "exec"))
+if __name__ == "illustpose":  # the clone's root imported as the library: the library takes its place
+    _load_library()
 elif "folder_paths" in sys.modules:
-    _bundle_library()
+    if importlib.util.find_spec("illustpose") is None:  # not installed: the bundled copy
+        _load_library()
 
     from .nodes import comfy_entrypoint  # noqa: F401 - what ComfyUI looks for
+
+    WEB_DIRECTORY = "./web"  # the frontend extension: text the nodes report, shown on the nodes

@@ -6,7 +6,7 @@ image costs, or is refused in milliseconds.  Random full-size weights (cost depe
 architecture only); one warm-up image first.  Prints a Markdown table with the time and the
 process's peak resident memory per image, and appends it to benchmarks/RESULTS.md.
 
-    .venv/bin/python benchmarks/bench_extreme_images.py [--no-record]
+    .venv/bin/python benchmarks/bench_extreme_images.py [--no-record] [--results FILE]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
-from bench_pipeline import record  # noqa: E402
+from common import add_record_arguments, cpu_flags, record  # noqa: E402
 from illustpose.errors import IllustposeError  # noqa: E402
 from illustpose.images import from_array  # noqa: E402
 from illustpose.models.feat_match import FeatMatchPoseNet  # noqa: E402
@@ -36,22 +36,13 @@ from illustpose.pipeline import Pipeline  # noqa: E402
 SIZES = [(512, 512), (2, 900), (900, 2), (1, 4000), (4000, 1), (1, 1)]  # (width, height)
 
 
-def cpu_flags() -> str:
-    """The SIMD flags that decide CPU speed paths (AVX2, AVX-512, bf16, AMX)."""
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("flags"):
-            return " ".join(f for f in wanted if f in line.split())
-    return "unknown"
-
-
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--no-record", action="store_true", help="print only, do not append to RESULTS.md")
+    add_record_arguments(p)
     args = p.parse_args()
     torch.manual_seed(0)
     pipe = Pipeline(CharacterSegmenter(CharacterSegmenterNet()),
@@ -77,10 +68,7 @@ def main() -> None:
     rows.append(f"| 16000 x 16000 (array) | {time.perf_counter() - start:.3f} | {peak_rss_mb():.0f} | {outcome} |")
     text = (f"CPU flags: {cpu_flags()}. Random weights, fp32, batch 1, one warm-up image; peak RSS is the "
             "process's running maximum.\n\n" + "\n".join(rows) + "\n")
-    if args.no_record:
-        print(text)
-    else:
-        record("bench_extreme_images.py", "cpu", text)
+    record("bench_extreme_images.py", "cpu", text, args)
 
 
 if __name__ == "__main__":

@@ -11,19 +11,17 @@ in a fresh child process so that its peak resident memory is its own:
 * peak RSS: the process high-water mark after loading, and again over inference alone
   (reset through ``/proc/self/clear_refs``), next to the RSS after imports.
 
-Prints a Markdown table and appends it to benchmarks/RESULTS.md with the machine, date and
-load average (other processes on a shared machine inflate the times).
+Prints a Markdown table and appends it to benchmarks/RESULTS.md (``common.record``) with the
+machine, date and load average (other processes on a shared machine inflate the times).
 
-    .venv/bin/python benchmarks/bench_feat_concat.py [--repeats 5] [--threads 2] [--no-record]
+    .venv/bin/python benchmarks/bench_feat_concat.py [--repeats 5] [--threads 2] [--no-record] [--results FILE]
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -36,6 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from common import add_record_arguments, record  # noqa: E402
 from illustpose.checkpoints import read_checkpoint  # noqa: E402
 from illustpose.loading import load_strict  # noqa: E402
 from illustpose.models.feat_concat import IGNORED_CHECKPOINT_KEYS, RCNN_PREFIX, FeatConcatPoseNet  # noqa: E402
@@ -46,18 +45,6 @@ MODELS = {
     "feat_match": (FeatMatchPoseNet, ("rcnn.",)),
     "feat_concat": (FeatConcatPoseNet, IGNORED_CHECKPOINT_KEYS),
 }
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def _rss_mb(field: str) -> float:
@@ -125,7 +112,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--no-record", action="store_true")
+    add_record_arguments(ap)
     ap.add_argument("--child", nargs=2, metavar=("KIND", "CKPT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -151,11 +138,7 @@ def main() -> None:
             f"to 800x800 for its ResNet-101-FPN. 1-minute load average {load_avg:.1f} at start, "
             f"{os.getloadavg()[0]:.1f} at the end (this process adds about {args.threads}); on a shared machine "
             "the minimum is the better estimate of the uncontended time.\n")
-    print(text)
-    if not args.no_record:
-        head = f"\n## bench_feat_concat.py — {datetime.date.today()} — {machine()}\n\n"
-        with open(ROOT / "benchmarks" / "RESULTS.md", "a", encoding="utf-8") as f:
-            f.write(head + text)
+    record("bench_feat_concat.py", "cpu", text, args)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ compare numerically, not how a trained model behaves.  For each path (precision,
 
 Prints a Markdown table and appends it to benchmarks/RESULTS.md.
 
-    .venv/bin/python benchmarks/bench_precision.py [--device cpu|cuda] [--paths fp32,bf16,...] [--no-record]
+    .venv/bin/python benchmarks/bench_precision.py [--device cpu|cuda] [--paths fp32,bf16,...] [--no-record] [--results FILE]
 
 A path is ``<precision>`` or ``<precision>+compile``; the default is every precision with and
 without compile, except fp16+compile on a CPU (fp16 has no CPU kernels; eager fp16 is kept to
@@ -35,7 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from bench_pipeline import record  # noqa: E402
+from common import add_record_arguments, record  # noqa: E402
 from checkpoint_factory import write_lightning_ckpt, write_rules_json  # noqa: E402
 from shared_data import FIDELITY, SAMPLE_STEMS, SAMPLES, load_golden  # noqa: E402
 from illustpose.geometry import heatmap_cell_xy  # noqa: E402
@@ -102,7 +102,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--paths", default=None, help="comma-separated, e.g. fp32,fp32+compile,bf16")
-    ap.add_argument("--no-record", action="store_true")
+    add_record_arguments(ap)
     args = ap.parse_args()
     if not SAMPLE_STEMS or not (FIDELITY / "weights_rule.py").is_file():
         sys.exit("needs ../shared/samples and ../shared/fidelity (the golden set)")
@@ -126,10 +126,7 @@ def main() -> None:
         "Pose stage: crop from the golden bbox; end to end: crop from the path's own segmenter bbox. "
         "One heatmap cell = the crop's source size / 128 in image pixels.",
     ]) + "\n"
-    if args.no_record:
-        print(text)
-    else:
-        record("bench_precision.py", args.device, text)
+    record("bench_precision.py", args.device, text, args)
 
 
 if __name__ == "__main__":

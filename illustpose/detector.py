@@ -6,6 +6,7 @@ import contextlib
 import gc
 import os
 import warnings
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -13,7 +14,8 @@ from torch import nn
 
 from .checkpoints import Checkpoint, read_checkpoint
 
-__all__ = ["Detector", "PRECISIONS", "AUTO_PRECISION", "native_bf16_cpu", "resolve_precision", "check_device"]
+__all__ = ["Detector", "PRECISIONS", "AUTO_PRECISION", "native_bf16_cpu", "resolve_precision", "check_device",
+           "compile_cache_dir"]
 
 #: Compute precisions.  ``fp32`` is the exact path (equal to the reference, golden-tested; TF32 is
 #: switched off on CUDA).  ``bf16``/``fp16`` store the convolution and linear weights in that
@@ -151,17 +153,34 @@ class Detector:
                           "slower than fp32; use fp32 (--precision auto)", stacklevel=2)
         return self
 
+    #: input dimensions a compiled detector marks dynamic on each call: the batch.  Height and
+    #: width are not: the segmenter compiled for dynamic sizes ran 2-5x slower per image than
+    #: eager on the CPU (benchmarks/RESULTS.md), so each new image size gets a graph of its own.
+    dynamic_dims: tuple[int, ...] = (0,)
+
     def compile(self) -> "Detector":
         """Run the network through ``torch.compile`` (inductor) with frozen weights; returns self.
 
         Freezing folds each BatchNorm into its convolution and pre-packs the weights, so the
         results equal the eager ones only to float rounding (within the golden tolerances in
-        fp32, tested), not bit for bit.  The first call per input shape compiles: tens of
-        seconds on a small CPU, so it pays for batch runs over many same-size images
-        (measured speed-ups in benchmarks/RESULTS.md).  Call it after :meth:`to`; compile
-        errors (e.g. no C++ compiler for the CPU backend) surface at that first call.
+        fp32, tested), not bit for bit.  Compiling happens at the first call: tens of seconds
+        on a small CPU, so it pays for batch runs over many images (measured speed-ups in
+        benchmarks/RESULTS.md).  Two things keep that cost from coming back:
+
+        * persistent caches: torch's compiled graphs and kernels are kept in
+          ``TORCHINDUCTOR_CACHE_DIR`` (when unset it is set, for this process, to
+          :func:`compile_cache_dir`), so another process compiling the same network on the
+          same machine and torch version reuses them;
+        * dynamic batch: each call marks :attr:`dynamic_dims` of its input dynamic, so a
+          second batch size compiles once more into a graph that serves every later batch size
+          (PyTorch always gives batch size 1 a graph of its own).  A new image size still
+          compiles, or comes from the cache.
+
+        Call it after :meth:`to`; compile errors (e.g. no C++ compiler for the CPU backend)
+        surface at that first call.
         """
         if self._compiled is None:
+            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(compile_cache_dir()))
             self._compiled = torch.compile(self.net, options={"freezing": True})
         return self
 
@@ -185,8 +204,12 @@ class Detector:
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         """Run the network on a CPU batch at the detector's precision; float32 output on the CPU."""
         with torch.inference_mode(), self._numerics():
-            net = self.net if self._compiled is None else self._compiled
-            return net(self._input(batch)).float().cpu()
+            batch = self._input(batch)
+            if self._compiled is None:
+                return self.net(batch).float().cpu()
+            for dim in self.dynamic_dims:
+                torch._dynamo.maybe_mark_dynamic(batch, dim)
+            return self._compiled(batch).float().cpu()
 
     def checkpoint_metadata(self) -> dict[str, str]:
         """String metadata ``weights convert`` stores beside the tensors (the tagger's tag names)."""
@@ -243,6 +266,15 @@ class Detector:
             if gc_was_on:
                 gc.enable()
         return det.to(device, precision=precision)
+
+
+def compile_cache_dir() -> Path:
+    """Where :meth:`Detector.compile` keeps torch's compile caches unless ``TORCHINDUCTOR_CACHE_DIR``
+    says otherwise: ``compile`` in illustpose's user cache folder (``$XDG_CACHE_HOME/illustpose``,
+    else ``~/.cache/illustpose``).  Deleting it only costs the next compile its full time."""
+    from .weights import _user_cache
+
+    return _user_cache() / "compile"
 
 
 def check_device(device: str | torch.device) -> torch.device:

@@ -26,6 +26,7 @@ __all__ = [
     "DeviceError",
     "UsageError",
     "RunRecordError",
+    "CharacterError",
 ]
 
 
@@ -95,3 +96,8 @@ class UsageError(IllustposeError, ValueError):
 
 class RunRecordError(IllustposeError):
     """A run record (``.illustpose-runs.sqlite``, what a resumable run finished) cannot be used."""
+
+
+class CharacterError(IllustposeError, ValueError):
+    """Character boxes or masks given by the user are malformed, or a character split setting
+    (``characters``, ``min_area``) is out of range."""

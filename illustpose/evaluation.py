@@ -12,16 +12,18 @@ confidence there read fine).  :func:`predict` makes them by running a pipeline,
 :func:`read_predictions` loads them from a file, :func:`save_predictions` writes them as a
 COCO keypoint file that annotation tools (CVAT, Label Studio) import.
 
-Matching rule (one character per image, as the models assume):
+Matching rule (several characters per image, matched as COCO matches them):
 
-* each image gets *one* prediction: if several name the same image, the one with the
-  highest ``score`` is kept (a missing score ranks lowest; ties keep the earliest);
-* that prediction is scored against *every* ground-truth annotation of its image, each
-  annotation being one sample.  On an image with several annotated characters the one
-  prediction can match at most one of them, so the others count as (mostly) wrong joints:
-  the estimator is single-character, and the score says so rather than hiding it;
-* images without annotations are not scored; annotated images without a prediction are an
-  error unless ``skip_missing=True`` (then they are left out of every mean);
+* every ground-truth annotation of a scored image is one sample; the predictions of its
+  image are matched to its annotations by :func:`illustpose.metrics.match_poses` (highest
+  score first, each to the unmatched annotation with the highest COCO OKS);
+* an annotation no prediction is matched to counts as missed: all its joints wrong;
+  predictions left over (characters the ground truth does not have) are not scored by the
+  reference's metrics, but are false positives in COCO AP (:func:`coco_ap`);
+* with one annotation and one prediction per image this is the one-to-one pairing of the
+  single-character case;
+* images without annotations are not scored; annotated images without any prediction are
+  an error unless ``skip_missing=True`` (then they are left out of every mean);
 * ground-truth joints with ``v = 0`` are left out of every mean, ``v = 1`` and ``v = 2``
   count (COCO's rule); the prediction's own flags are ignored, as COCO ignores them.
 
@@ -44,7 +46,7 @@ from .datasets import (ImageRecord, KeypointAnnotation, coco_document, load_json
                        write_coco)
 from .errors import EvaluationError, IllustposeError
 from .keypoints import to_coco_annotation
-from .metrics import coco_keypoint_ap, evaluate, summarize
+from .metrics import coco_keypoint_ap, evaluate, match_poses, summarize
 
 __all__ = [
     "PredictionFile",
@@ -114,15 +116,13 @@ def _parse_prediction(det, where: str) -> _Prediction:
     return _Prediction(int(image_id), xy, None if score is None else float(score))
 
 
-def _best_per_image(predictions: Sequence[Mapping]) -> dict[int, _Prediction]:
-    """image id -> its highest-scoring prediction (no score ranks lowest, ties keep the first)."""
-    best: dict[int, _Prediction] = {}
+def _per_image(predictions: Sequence[Mapping]) -> dict[int, list[_Prediction]]:
+    """image id -> its predictions, in file order."""
+    found: dict[int, list[_Prediction]] = {}
     for i, det in enumerate(predictions):
         pred = _parse_prediction(det, f"predictions[{i}]")
-        kept = best.get(pred.image_id)
-        if kept is None or (pred.score is not None and (kept.score is None or pred.score > kept.score)):
-            best[pred.image_id] = pred
-    return best
+        found.setdefault(pred.image_id, []).append(pred)
+    return found
 
 
 def file_names(records: Sequence[ImageRecord]) -> str:
@@ -132,9 +132,9 @@ def file_names(records: Sequence[ImageRecord]) -> str:
 
 
 def _match(records: Sequence[ImageRecord], predictions: Sequence[Mapping],
-           skip_missing: bool) -> list[tuple[ImageRecord, _Prediction]]:
-    """(annotated record, its prediction) pairs, in record order, by the module's matching rule."""
-    best = _best_per_image(predictions)
+           skip_missing: bool) -> list[tuple[ImageRecord, list[_Prediction]]]:
+    """(annotated record, its predictions) pairs, in record order, for the images that have some."""
+    best = _per_image(predictions)
     annotated = [r for r in records if r.annotations]
     pairs = [(r, best[r.id]) for r in annotated if r.id in best]
     if not pairs:
@@ -170,9 +170,10 @@ def evaluate_predictions(records: Sequence[ImageRecord], predictions: Sequence[M
                          skip_missing: bool = False) -> dict:
     """The reference's metrics of ``predictions`` against ``records``, as :func:`~illustpose.metrics.summarize` gives them.
 
-    Matching follows the module docstring: one prediction per image (highest score), scored
-    against each ground-truth annotation of that image; the ground-truth bbox normalises
-    every distance; ground-truth joints with ``v = 0`` are not scored.
+    Matching follows the module docstring: the predictions of an image are matched to its
+    ground-truth annotations as COCO does, an unmatched annotation counts as missed; the
+    ground-truth bbox normalises every distance; ground-truth joints with ``v = 0`` are not
+    scored.
 
     Args:
         records: ground truth, e.g. ``read_coco("gt.json")`` or ``read_bizarre_pose(root,
@@ -194,11 +195,19 @@ def evaluate_predictions(records: Sequence[ImageRecord], predictions: Sequence[M
             image without prediction (unless ``skip_missing``), no image matched at all, or a
             ground-truth bbox of zero width or height.
     """
-    samples = [(rec, ann, pred) for rec, pred in _match(records, predictions, skip_missing) for ann in rec.annotations]
-    gt = np.stack([ann.xy for _, ann, _ in samples])
-    bbox = np.stack([_checked_box(rec, ann) for rec, ann, _ in samples])
-    visible = np.stack([ann.visibility for _, ann, _ in samples])
-    pred = np.stack([p.xy for _, _, p in samples])
+    samples = []
+    for rec, preds in _match(records, predictions, skip_missing):
+        boxes = [_checked_box(rec, ann) for ann in rec.annotations]
+        matched = match_poses(np.stack([ann.xy for ann in rec.annotations]),
+                              np.stack([ann.visibility for ann in rec.annotations]), [b[2] * b[3] for b in boxes],
+                              np.stack([p.xy for p in preds]), [np.nan if p.score is None else p.score for p in preds])
+        missed = np.full((17, 2), np.nan)  # metrics count an all-NaN prediction as a missed character
+        samples += [(ann, box, missed if m is None else preds[m].xy)
+                    for ann, box, m in zip(rec.annotations, boxes, matched)]
+    gt = np.stack([ann.xy for ann, _, _ in samples])
+    bbox = np.stack([box for _, box, _ in samples])
+    visible = np.stack([ann.visibility for ann, _, _ in samples])
+    pred = np.stack([xy for _, _, xy in samples])
     return summarize(evaluate(gt, bbox, pred, visible=visible))
 
 
@@ -212,8 +221,8 @@ def coco_ap(records: Sequence[ImageRecord], predictions: Sequence[Mapping], *,
     """Standard COCO keypoint AP / AR (pycocotools) of the same matched pairs as :func:`evaluate_predictions`.
 
     The ground truth handed to pycocotools holds the scored images and all their
-    annotations (renumbered 1..n, ``area`` = bbox w*h); each image's one prediction gets
-    score 1.0 when it has none.
+    annotations (renumbered 1..n, ``area`` = bbox w*h); every prediction of those images is
+    a detection, score 1.0 when it has none.
 
     Args:
         records, predictions, skip_missing: as :func:`evaluate_predictions`.
@@ -234,7 +243,7 @@ def coco_ap(records: Sequence[ImageRecord], predictions: Sequence[Mapping], *,
     results = [
         {"image_id": rec.id, "category_id": 1, "keypoints": _result_keypoints(pred.xy),
          "score": 1.0 if pred.score is None else pred.score}
-        for rec, pred in pairs
+        for rec, preds in pairs for pred in preds
     ]
     return coco_keypoint_ap(coco_document(images, annotations, where="ground truth"), results)
 
@@ -243,14 +252,14 @@ def coco_ap(records: Sequence[ImageRecord], predictions: Sequence[Mapping], *,
 
 
 def _poses(pipeline, loaded: list[tuple[ImageRecord, object]]) -> list[tuple[ImageRecord, object]]:
-    """(record, PoseResult or error message) per loaded image; a failing batch is retried one by one."""
+    """(record, its PoseResults or an error message) per loaded image; a failing batch is retried one by one."""
     try:
         annotations = pipeline.annotate([image for _, image in loaded])
     except IllustposeError as exc:
         if len(loaded) == 1:
             return [(loaded[0][0], str(exc))]
         return [item for one in loaded for item in _poses(pipeline, [one])]
-    return [(rec, ann.pose) for (rec, _), ann in zip(loaded, annotations)]
+    return [(rec, ann.poses) for (rec, _), ann in zip(loaded, annotations)]
 
 
 def _predict_batch(pipeline, batch: Sequence[ImageRecord], images_dir: Path,
@@ -265,13 +274,17 @@ def _predict_batch(pipeline, batch: Sequence[ImageRecord], images_dir: Path,
         except IllustposeError as exc:
             failures.append((rec, str(exc)))
     results = []
-    for rec, pose in _poses(pipeline, loaded) if loaded else ():
-        if isinstance(pose, str):
-            failures.append((rec, pose))
+    for rec, poses in _poses(pipeline, loaded) if loaded else ():
+        if isinstance(poses, str):
+            failures.append((rec, poses))
+            continue
+        if not poses:
+            failures.append((rec, "no character found (its character mask is empty)"))
             continue
         try:
-            results.append(to_coco_annotation(pose.keypoints, pose.scores, pose.bbox_xywh, image_id=rec.id,
-                                              ann_id=first_id + len(results)))
+            results += [to_coco_annotation(p.keypoints, p.scores, p.bbox_xywh, image_id=rec.id,
+                                           ann_id=first_id + len(results) + k)
+                        for k, p in enumerate(poses)]
         except IllustposeError as exc:
             failures.append((rec, f"unusable pose ({exc})"))
     return results, failures
@@ -289,8 +302,9 @@ def predict(pipeline, records: Sequence[ImageRecord], images_dir: str | os.PathL
 
     Args:
         pipeline: an object with ``annotate(list of PIL images) -> [Annotation]`` whose
-            ``.pose`` has ``keypoints`` (25 or 17, 2) ``(x, y)`` pixels, ``scores`` (K,) and
-            ``bbox_xywh`` (e.g. :class:`illustpose.pipeline.Pipeline` with a pose model).
+            ``.poses`` (one per character found) have ``keypoints`` (25 or 17, 2) ``(x, y)``
+            pixels, ``scores`` (K,) and ``bbox_xywh`` (e.g. :class:`illustpose.pipeline.Pipeline`
+            with a pose model).
         records: ground truth; images without annotations are not run.
         images_dir: the folder the records' ``file_name`` entries are relative to.
         batch_size: images per ``annotate`` call, >= 1.
@@ -299,9 +313,11 @@ def predict(pipeline, records: Sequence[ImageRecord], images_dir: str | os.PathL
 
     Returns:
         ``(results, failures)``: one :func:`illustpose.keypoints.to_coco_annotation` dict per
-        image that worked (``image_id`` = the record's id, ``score`` = mean joint score,
-        ``keypoint_scores``, ``bbox`` = the crop box, ``extra_keypoints``), and ``(record,
-        message)`` for each image that did not.
+        character found (``image_id`` = the record's id, ``score`` = mean joint score,
+        ``keypoint_scores``, ``bbox`` = the crop box, ``extra_keypoints``; every joint with
+        its position, as the paper scores them: absent joints are not marked here), and
+        ``(record, message)`` for each image that gave none (unreadable, refused, or no
+        character found).
 
     Raises:
         EvaluationError: ``batch_size`` < 1.

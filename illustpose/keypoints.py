@@ -499,8 +499,10 @@ def to_coco_annotation(
 
     The model predicts a position for every joint, so every COCO joint is *labelled*:
     ``v = 2`` (visible) when its score ``>= visibility_threshold``, else ``v = 1`` (labelled,
-    not visible); ``num_keypoints`` is therefore 17.  Only joints marked absent in ``present``
-    (poses from files or with a score cut-off) get ``v = 0``, written ``0, 0, 0``.
+    not visible).  Joints marked absent in ``present`` (outside the image or far from their
+    character, :func:`illustpose.characters.joints_present`; absent in a pose file) get
+    ``v = 0`` and keep their ``x, y`` (COCO readers ignore them; pass 0 for a joint without a
+    position); ``num_keypoints`` counts the others.
 
     Args:
         keypoints_xy: array-like (17, 2) or (25, 2) of ``(x, y)`` pixels (:data:`COCO_KEYPOINTS`
@@ -544,8 +546,7 @@ def to_coco_annotation(
         "bbox": bbox.tolist(),
         "area": float(bbox[2] * bbox[3]),
         "iscrowd": 0,
-        "keypoints": [v for (x, y), s in zip(xy[:17].tolist(), vis.tolist())
-                      for v in ((x, y, s) if s else (0.0, 0.0, 0))],
+        "keypoints": [v for (x, y), s in zip(xy[:17].tolist(), vis.tolist()) for v in (x, y, s)],
         "num_keypoints": int(np.count_nonzero(vis)),
         "keypoint_scores": score[:17].tolist(),
         "score": float(score[:17].mean()),

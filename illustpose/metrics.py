@@ -29,6 +29,10 @@ COCO, whose OKS also sums over every joint with ``v > 0``.  A PCP part needs bot
 labelled; a PCKh / PDJ joint also needs the ground-truth joints its threshold is measured
 on.  With ``visible=None`` (or all ``v > 0``) the numbers equal the reference's.
 
+Missed characters.  A prediction that is NaN in every coordinate stands for a ground-truth
+character no prediction was matched to (:func:`match_poses`): each of its labelled joints and
+parts counts as wrong.  Any other NaN in a prediction is an error.
+
 How the reference's OKS differs from COCO's.  COCO (``pycocotools.cocoeval.computeOks``)
 computes one similarity per instance, ``mean_i exp(-d_i^2 / (2 * area * (2 sigma_i)^2))``
 over the labelled joints, with ``area`` the annotation's (segmentation) area in px^2, and
@@ -71,6 +75,7 @@ __all__ = [
     "pdj",
     "oks",
     "evaluate",
+    "match_poses",
     "summarize",
     "format_table",
     "coco_keypoint_ap",
@@ -225,8 +230,9 @@ def _normalise(gt_xy, bbox_xywh, pred_xy, visible) -> _Frame:
         raise MetricInputError(f"pred has shape {pred.shape} but gt has {gt.shape}; give one prediction per sample")
     bbox = _bboxes(bbox_xywh, gt.shape[0])
     labelled = _labelled(visible, gt.shape[0])
-    for name, arr in (("gt", gt), ("pred", pred)):
-        bad = np.argwhere(labelled & ~np.isfinite(arr).all(axis=2))
+    missed = np.isnan(pred).all(axis=(1, 2))  # a ground-truth character no prediction matched
+    for name, arr, excused in (("gt", gt, np.zeros_like(missed)), ("pred", pred, missed)):
+        bad = np.argwhere(labelled & ~np.isfinite(arr).all(axis=2) & ~excused[:, None])
         if bad.size:
             raise MetricInputError(f"{name} has NaN or inf at (sample, joint) {bad[:5].tolist()} of labelled joints")
     corner = np.stack([bbox[:, 1], bbox[:, 0]], axis=1)[:, None]  # (row0, col0)
@@ -235,6 +241,7 @@ def _normalise(gt_xy, bbox_xywh, pred_xy, visible) -> _Frame:
     gt_n = (xy_to_rc(gt) - corner) / scale
     pred_n = (xy_to_rc(pred) - corner) / scale
     distances = np.linalg.norm(gt_n - pred_n, axis=2)
+    distances[missed] = np.inf
     return _Frame(gt_n, distances, size_hw / scale[:, :, 0], labelled)
 
 
@@ -442,6 +449,46 @@ def evaluate(gt, bbox, pred, visible=None) -> dict[str, MetricResult]:
         "oks@0.75": oks(gt, bbox, pred, thresh=0.75, visible=visible),
         "pcp@0.5": pcp(gt, bbox, pred, k=0.5, visible=visible),
     }
+
+
+# --------------------------------------------------------------------------- matching
+
+
+def match_poses(gt_xy, gt_visible, gt_area, pred_xy, pred_scores=None) -> list[int | None]:
+    """COCO's matching of the predicted characters of one image to its ground-truth characters.
+
+    As ``pycocotools.cocoeval.evaluateImg``: predictions are taken highest score first (ties
+    and missing scores keep their order), each matched to the still unmatched ground truth
+    with the highest COCO OKS (``mean exp(-d^2 / (2 * area * (2 sigma)^2))`` over its
+    labelled joints, sigmas :data:`~illustpose.keypoints.COCO_OKS_SIGMAS`; the first on ties),
+    at OKS threshold 0, so every prediction finds a partner while one is left.
+
+    Args:
+        gt_xy: float ``(G, 17, 2)`` ``(x, y)`` pixels of the ground truth.
+        gt_visible: ``(G, 17)`` COCO ``v`` flags (joints with ``v = 0`` are not compared).
+        gt_area: ``(G,)`` the ground truths' areas in px^2 (bbox ``w * h``).
+        pred_xy: float ``(P, 17, 2)`` ``(x, y)`` pixels of the predictions.
+        pred_scores: ``(P,)`` scores (None or NaN: rank after the scored ones).
+
+    Returns:
+        for each ground truth, the index of its prediction, or None when none was left.
+    """
+    gt, pred = _points(gt_xy, "gt"), _points(pred_xy, "pred")
+    labelled = _labelled(gt_visible, gt.shape[0])
+    area = np.asarray(gt_area, dtype=np.float64).reshape(-1)
+    score = np.full(len(pred), np.nan) if pred_scores is None else np.asarray(pred_scores, dtype=np.float64)
+    d2 = ((gt[:, None] - pred[None]) ** 2).sum(axis=3)  # (G, P, 17)
+    e = d2 / ((2 * _SIGMAS) ** 2 * (area[:, None, None] + np.spacing(1)) * 2)
+    count = labelled.sum(axis=1)[:, None]
+    oks = np.where(count > 0, (np.exp(-e) * labelled[:, None]).sum(axis=2) / np.maximum(count, 1), 0.0)
+    oks = np.nan_to_num(oks, nan=-1.0)
+    matched: list[int | None] = [None] * len(gt)
+    for p in sorted(range(len(pred)), key=lambda i: -score[i] if np.isfinite(score[i]) else np.inf):
+        free = [g for g in range(len(gt)) if matched[g] is None]
+        if not free:
+            break
+        matched[max(free, key=lambda g: (oks[g, p], -g))] = p
+    return matched
 
 
 # --------------------------------------------------------------------------- reporting

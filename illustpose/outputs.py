@@ -3,13 +3,17 @@
 For input ``NAME.ext``: ``NAME.mask.png`` (8-bit grey, character probability at the input
 size), ``NAME.cutout.png`` (RGBA: alpha = mask x the input's own alpha), ``NAME.tags.txt``
 (tags with score >= the threshold, highest first, ``", "``-joined), ``NAME.tags.json``
-(``{"tags": {name: score}}``, every tag in rule order), ``NAME.pose.json`` (one COCO keypoint
-annotation, see :func:`illustpose.keypoints.to_coco_annotation`), ``NAME.pose_keypoint.json``
-(the same joints as ComfyUI's POSE_KEYPOINT, OpenPose-18), ``NAME.openpose.png`` (the OpenPose
-control image at the input size, drawn exactly as the Illustrated Pose node draws it) and
-``NAME.pose.png`` (the skeleton drawn over the image).  Numbers in the pose files are rounded
-to :data:`JSON_DECIMALS` places (pixels and scores); the library's results keep full precision.
-Every file is written atomically.
+(``{"tags": {name: score}}``, every tag in rule order), ``NAME.pose.json``
+(``{"image_size": [w, h], "annotations": [...]}``: one COCO keypoint annotation per character,
+largest box first, see :func:`pose_document`), ``NAME.pose_keypoint.json`` (the same joints as
+ComfyUI's POSE_KEYPOINT, OpenPose-18, one person per character), ``NAME.openpose.png`` (the
+OpenPose control image of all characters at the input size, drawn exactly as the Illustrated
+Pose node draws it) and ``NAME.pose.png`` (each character's box and skeleton drawn over the
+image).  Absent joints (:func:`illustpose.characters.joints_present`) have ``v = 0`` in
+``pose.json``, confidence 0 in ``pose_keypoint.json`` and are not drawn.  An image where no
+character was found gets an empty ``annotations`` list and ``people`` list.  Numbers in the
+pose files are rounded to :data:`JSON_DECIMALS` places (pixels and scores); the library's
+results keep full precision.  Every file is written atomically.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from .pipeline import Annotation
 from .render import draw_skeleton, render_pose_keypoint
 from .results import TagResult
 
-__all__ = ["JSON_DECIMALS", "caption", "select_tags", "write_annotation"]
+__all__ = ["JSON_DECIMALS", "caption", "select_tags", "pose_document", "draw_poses", "write_annotation"]
 
 #: decimal places of the numbers in the pose files (1/10,000 of a pixel; scores likewise)
 JSON_DECIMALS = 4
@@ -76,6 +80,20 @@ def caption(tags: TagResult, threshold: float = 0.5, *, underscores: bool = Fals
     return ", ".join(n for n, _ in select_tags(tags, threshold, exclude, not underscores, True, max_tags))
 
 
+def pose_document(poses, image_size_hw: tuple[int, int]) -> dict:
+    """The content of ``NAME.pose.json``: ``{"image_size": [w, h], "annotations": [...]}`` with
+    one :func:`~illustpose.keypoints.to_coco_annotation` per pose (``id`` 1, 2, ... in the
+    given order, absent joints ``v = 0``), unrounded.
+
+    Args:
+        poses: :class:`~illustpose.results.PoseResult` s of one image, largest first.
+        image_size_hw: ``(H, W)`` of the image in pixels.
+    """
+    return {"image_size": [int(image_size_hw[1]), int(image_size_hw[0])],
+            "annotations": [to_coco_annotation(p.keypoints, p.scores, list(p.bbox_xywh), ann_id=k,
+                                               present=p.visible()) for k, p in enumerate(poses, start=1)]}
+
+
 def write_annotation(out_stem: Path, image: Image.Image, ann: Annotation, *, tag_threshold: float = 0.5,
                      underscores: bool = False, exclude_tags: str = "", max_tags: int = 0) -> list[Path]:
     """Write the files of one annotated image next to ``out_stem`` (``DIR/NAME``); returns their paths."""
@@ -97,15 +115,23 @@ def write_annotation(out_stem: Path, image: Image.Image, ann: Annotation, *, tag
         write_text(path(".tags.txt"), caption(ann.tags, tag_threshold, underscores=underscores,
                                               exclude=exclude_tags, max_tags=max_tags) + "\n")
         write_text(path(".tags.json"), json.dumps({"tags": ann.tags.scores}, indent=1) + "\n")
-    if ann.pose is not None:
-        p = ann.pose
-        coco = to_coco_annotation(p.keypoints, p.scores, list(p.bbox_xywh))
-        coco["image_size"] = {"height": p.image_size_hw[0], "width": p.image_size_hw[1]}
-        _write_json(path(".pose.json"), coco)
-        pose_keypoint = to_pose_keypoint([[p.openpose()]], [p.image_size_hw])
+    if ann.poses is not None:
+        hw = (image.height, image.width)
+        _write_json(path(".pose.json"), pose_document(ann.poses, hw))
+        pose_keypoint = to_pose_keypoint([[p.openpose() for p in ann.poses]], [hw])
         _write_json(path(".pose_keypoint.json"), pose_keypoint)
         save_png(path(".openpose.png"), Image.fromarray(render_pose_keypoint(pose_keypoint)[0], "RGB"))
-        rgb = np.asarray(image.convert("RGB"))
-        drawn = draw_skeleton(rgb, p.keypoints, p.scores, bbox_xywh=list(p.bbox_xywh))
-        save_png(path(".pose.png"), Image.fromarray(drawn, "RGB"))
+        save_png(path(".pose.png"), Image.fromarray(draw_poses(np.asarray(image.convert("RGB")), ann.poses), "RGB"))
     return written
+
+
+def draw_poses(rgb: np.ndarray, poses, threshold: float = 0.0, draw_extra: bool = False) -> np.ndarray:
+    """Each pose's box and skeleton (its :meth:`~illustpose.results.PoseResult.visible` joints)
+    drawn over ``rgb`` (uint8 (H, W, 3), not modified) by :func:`illustpose.render.draw_skeleton`;
+    a new array, a copy of ``rgb`` when there is no pose."""
+    out = rgb.copy()
+    for p in poses:
+        # draw_skeleton draws the joints whose score reaches its threshold: 1/0 says which
+        out = draw_skeleton(out, p.keypoints, p.visible(threshold).astype(np.float64), bbox_xywh=list(p.bbox_xywh),
+                            threshold=0.5, draw_extra=draw_extra)
+    return out

@@ -61,7 +61,7 @@ class TagResult:
 
 @dataclass(frozen=True)
 class PoseResult:
-    """Pose of the one character in an image (reference ``pose_estimator.infer_pose``).
+    """Pose of one character of an image (reference ``pose_estimator.infer_pose``).
 
     Attributes:
         keypoints: float64 (25, 2) (x, y) in input-image pixels, x right, y down; rows 0..16
@@ -76,6 +76,10 @@ class PoseResult:
         image_size_hw: ``(H, W)`` of the input image.
         heatmaps: float32 (25, h, w) raw heatmap logits (h = w = ``margs.size``, 128), or
             None when not requested.
+        present: bool (25,), False for a joint the pipeline judged absent (outside the image, or
+            far from its character's mask: :func:`illustpose.characters.joints_present`); None
+            when not judged (the estimator alone), which counts as all present.  An illustpose
+            addition; the reference reports every joint.
     """
 
     keypoints: np.ndarray
@@ -84,8 +88,15 @@ class PoseResult:
     cropbox: Cropbox
     image_size_hw: tuple[int, int]
     heatmaps: np.ndarray | None = field(default=None, repr=False)
+    present: np.ndarray | None = None
+
+    def visible(self, threshold: float = 0.0) -> np.ndarray:
+        """bool (25,): the joints that are present and score at least ``threshold`` (the two
+        rules every output applies; a threshold of 0 applies the first alone)."""
+        shown = self.scores >= threshold
+        return shown if self.present is None else shown & self.present
 
     def openpose(self, threshold: float = 0.0) -> OpenPosePerson:
-        """The COCO-17 joints as one OpenPose-18 person (pixels, x right, y down); a joint whose
-        score is below ``threshold`` is absent (0 keeps every joint, as the reference does)."""
-        return coco17_to_openpose18(self.keypoints, self.scores >= threshold)
+        """The COCO-17 joints as one OpenPose-18 person (pixels, x right, y down); absent joints
+        and those scoring below ``threshold`` are left out (:meth:`visible`)."""
+        return coco17_to_openpose18(self.keypoints, self.visible(threshold))

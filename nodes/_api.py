@@ -1,20 +1,36 @@
-"""The ComfyUI node API the pack uses (V3, ``comfy_api.latest``, ComfyUI 0.3.48 and later) and the
-socket types the pack defines.
+"""The ComfyUI node API the pack uses (V3) and the socket types the pack defines.
 
-The pack declares ``requires-comfyui >= 0.3.48`` (pyproject.toml), the first release with the
-V3 API, so it carries no V1 fallback: on an older ComfyUI the import fails with a message that
-says to update.
+ComfyUI's maintainers advise importing a versioned API rather than ``comfy_api.latest``, which
+changes without notice: ``comfy_api.v0_0_2`` is the newest one the pack supports (ComfyUI 0.3.48
+to at least 0.3.64, where it re-exports latest's ``io`` and ``ComfyExtension``).  Should a
+ComfyUI drop it, ``comfy_api.latest`` is the fallback; a ComfyUI with neither (before 0.3.48,
+the pack's ``requires-comfyui``) gets an ImportError that says to update.  :data:`API_VERSION`
+names the module in use.
 """
 
 from __future__ import annotations
 
-try:
-    from comfy_api.latest import ComfyExtension, io
-except ImportError as e:  # ComfyUI before 0.3.48
-    raise ImportError(f"illustpose needs ComfyUI 0.3.48 or newer (its V3 node API, comfy_api.latest): {e}; "
-                      "update ComfyUI") from None
+import importlib
 
-__all__ = ["io", "ComfyExtension", "SEGMENTER", "TAGGER", "POSE_MODEL", "POSE_KEYPOINT", "BBOX"]
+#: The API modules tried, newest supported version first.
+API_MODULES = ("comfy_api.v0_0_2", "comfy_api.latest")
+
+
+def _import_api():
+    errors = []
+    for name in API_MODULES:
+        try:
+            module = importlib.import_module(name)
+            return name, module.io, module.ComfyExtension
+        except (ImportError, AttributeError) as e:
+            errors.append(f"{name}: {e}")
+    raise ImportError(f"illustpose needs ComfyUI 0.3.48 or newer (its V3 node API, {' or '.join(API_MODULES)}); "
+                      f"update ComfyUI ({'; '.join(errors)})")
+
+
+API_VERSION, io, ComfyExtension = _import_api()
+
+__all__ = ["io", "ComfyExtension", "API_VERSION", "SEGMENTER", "TAGGER", "POSE_MODEL", "POSE_KEYPOINT", "BBOX"]
 
 #: Model handles made by the loader nodes (a loaded illustpose detector).
 SEGMENTER = io.Custom("ILLUSTPOSE_SEGMENTER")

@@ -1,5 +1,5 @@
-"""What every node shares: ComfyUI tensors <-> library images, device moves, progress, errors,
-and the input definitions (with their tooltips) that several nodes use.
+"""What every node shares: ComfyUI tensors <-> library images, ComfyUI's memory manager and
+Cancel, progress, errors, and the input definitions (with their tooltips) that several nodes use.
 
 ComfyUI's IMAGE is a float tensor ``[B, H, W, C]`` in 0..1 (C = 3, sometimes 4 with alpha, or 1)
 and MASK a float tensor ``[B, H, W]`` (or ``[H, W]``) in 0..1.  The library takes 8-bit PIL
@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import weakref
 from contextlib import ExitStack, contextmanager
 
 import comfy.model_management as mm
+import comfy.model_patcher
 import comfy.utils
 import numpy as np
 import torch
@@ -27,8 +29,8 @@ from ._api import SEGMENTER, io
 
 __all__ = [
     "IllustposeNodeError", "reports_errors", "split_alpha", "fit_mask", "to_pil_images", "image_tensor",
-    "to_output", "on_device", "map_with_progress", "each_image", "MAX_RESOLUTION", "transparency_input",
-    "xinsr_input", "resolution_input", "box_segmenter_input",
+    "to_output", "on_device", "model_patcher", "map_with_progress", "each_image", "MAX_RESOLUTION",
+    "transparency_input", "xinsr_input", "resolution_input", "box_segmenter_input",
 ]
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,17 @@ WORKSPACE_BYTES = 1 << 30
 
 
 class IllustposeNodeError(Exception):
-    """A node failed for a reason the user can fix; the message says what and how."""
+    """A node failed for a reason the user can fix; the message says what and how.
+
+    ComfyUI titles a node's error with the exception type's module and qualified name, leaving
+    the module out only for builtins (``execution.py`` ``full_type_name``), so this class names
+    itself ``illustpose`` in module ``builtins``: the error reads "illustpose: <what is wrong>"
+    in ComfyUI's error dialog and console instead of
+    "...custom_nodes/illustpose.nodes._common.IllustposeNodeError".
+    """
+
+
+IllustposeNodeError.__module__, IllustposeNodeError.__qualname__ = "builtins", "illustpose"
 
 
 def reports_errors(execute):
@@ -105,17 +117,54 @@ def to_output(t: torch.Tensor) -> torch.Tensor:
     return t.float().contiguous().to(mm.intermediate_device())
 
 
+_patchers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # detector -> its ModelPatcher
+_running: list[list] = []  # the detectors of the on_device blocks now running, innermost last
+
+
+def model_patcher(detector) -> comfy.model_patcher.ModelPatcher:
+    """The ``ModelPatcher`` through which ComfyUI's memory manager handles ``detector``'s network
+    (made once per detector, and gone with it): loaded on ``get_torch_device()``, offloaded to
+    ``unet_offload_device()``, unloaded when another model needs the memory and by ``POST /free``."""
+    patcher = _patchers.get(detector)
+    if patcher is None:
+        patcher = _patchers[detector] = comfy.model_patcher.ModelPatcher(
+            detector.net, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+    return patcher
+
+
+def _load(detectors) -> None:
+    """Have ComfyUI load the detectors on its torch device (making room by unloading other models
+    as core loaders do), whole: the networks are plain modules, which cannot run partly offloaded.
+    Under ``--cpu`` the device is the CPU and nothing moves."""
+    if detectors:
+        mm.load_models_gpu([model_patcher(d) for d in detectors], memory_required=WORKSPACE_BYTES,
+                           force_full_load=True)
+
+
+def _check_cancel(module, args) -> None:
+    mm.throw_exception_if_processing_interrupted()
+
+
 @contextmanager
 def on_device(*detectors):
-    """Run detectors (None entries skipped) on ComfyUI's torch device, then send them back to
-    the offload device and release cached GPU memory, even if the body fails or is cancelled."""
-    device = mm.get_torch_device()
+    """Run detectors (None entries skipped) where ComfyUI's memory manager puts them, and let
+    ComfyUI's Cancel stop them between their stages.
+
+    The detectors are loaded through ``comfy.model_management.load_models_gpu`` (see
+    :func:`model_patcher`); they stay loaded after the block, as ComfyUI's own models do, until
+    ComfyUI needs the memory or ``POST /free`` unloads them.  Inside the block every module of
+    their networks checks ComfyUI's interrupt flag before it runs, so Cancel stops an image
+    between two layers instead of after the whole image (ComfyUI's ``InterruptProcessingException``
+    propagates).
+    """
+    detectors = [d for d in detectors if d is not None]
+    _load(detectors)
     with ExitStack() as stack:
-        stack.callback(mm.soft_empty_cache)  # callbacks run last-in first-out: this one last
-        for det in (d for d in detectors if d is not None):
-            stack.callback(det.to, mm.unet_offload_device())
-            mm.free_memory(mm.module_size(det.net) + WORKSPACE_BYTES, device)
-            det.to(device)
+        for d in detectors:
+            for m in d.net.modules():
+                stack.callback(m.register_forward_pre_hook(_check_cancel).remove)
+        _running.append(detectors)
+        stack.callback(_running.pop)
         yield
 
 
@@ -139,7 +188,10 @@ def each_image(fn, image: torch.Tensor, transparency: torch.Tensor | None = None
     batch never holds all its PIL copies at once.  An image that cannot be converted or
     processed (any :class:`~illustpose.errors.IllustposeError`, e.g. more pixels than
     ``illustpose.images.MAX_PIXELS``) gets None, and a message naming its batch index that is
-    also logged as a warning; every other image is processed normally.
+    also logged as a warning; every other image is processed normally.  An image that runs out
+    of GPU memory is tried once more after ComfyUI unloads every other model (one image is
+    already the smallest batch); out of memory again, the node stops with an
+    :class:`IllustposeNodeError` saying what to change.
 
     Returns:
         (one result or None per image, the messages of the images that failed).
@@ -148,13 +200,27 @@ def each_image(fn, image: torch.Tensor, transparency: torch.Tensor | None = None
     rgb, alpha = rgb.numpy(), None if alpha is None else alpha.numpy()
     messages: list[str] = []
 
+    oom = () if mm.OOM_EXCEPTION is Exception else mm.OOM_EXCEPTION  # Exception: ComfyUI without CUDA errors
+
     def one(i: int):
-        try:
-            return fn(from_array(rgb[i], None if alpha is None else alpha[i]), i)
-        except IllustposeError as e:
-            messages.append(f"{node}: image {i} (0-based) of {len(rgb)} left empty: {e}")
-            log.warning(messages[-1])
-            return None
+        for attempt in (1, 2):
+            try:
+                return fn(from_array(rgb[i], None if alpha is None else alpha[i]), i)
+            except IllustposeError as e:
+                messages.append(f"{node}: image {i} (0-based) of {len(rgb)} left empty: {e}")
+                log.warning(messages[-1])
+                return None
+            except oom as e:  # one image is the smallest batch: make room and try it once more
+                if attempt == 2:
+                    raise IllustposeNodeError(
+                        f"{node}: out of memory on {mm.get_torch_device()} for image {i} (0-based) even with every "
+                        f"other model unloaded ({e}); use precision fp16, a smaller image, or run ComfyUI with "
+                        "--cpu") from None
+                log.warning("%s: out of memory on image %d; unloading the other models and trying again", node, i)
+            # after the except block, which freed the failed attempt's tensors with its traceback
+            mm.unload_all_models()
+            mm.soft_empty_cache()
+            _load(_running[-1] if _running else [])
 
     return map_with_progress(one, range(len(rgb))), messages
 

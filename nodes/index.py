@@ -156,8 +156,10 @@ class PoseIndexAdd(io.ComfyNode):
             category="illustpose/index",
             description="Adds poses to a pose reference index (created when missing): estimated from images, or "
                         "taken from POSE_KEYPOINT. Images are saved as PNG in '<index name>_images' beside the "
-                        "index, so queries can show them. Already indexed content is skipped.",
+                        "index, so queries can show them. Already indexed content is skipped. Takes whole lists "
+                        "(e.g. Load Image Folder's) in one run and reports one total.",
             is_output_node=True,
+            is_input_list=True,  # one call for a whole list, so the summary is one total for this run
             inputs=[
                 _index_input(),
                 io.Boolean.Input("allow_duplicates", default=False, tooltip=(
@@ -167,8 +169,8 @@ class PoseIndexAdd(io.ComfyNode):
                     "Image Folder's filenames. Names the saved image, or is the source of a pose without image. "
                     "Empty: generated names.")),
                 io.Image.Input("image", optional=True, tooltip=(
-                    "Reference illustrations, one character each; their poses come from pose_model or "
-                    "from pose_keypoint (one frame per image).")),
+                    "Reference illustrations; each character's pose (its own entry, with its box) comes from "
+                    "pose_model, or the poses from pose_keypoint (one frame per image).")),
                 POSE_MODEL.Input("pose_model", optional=True,
                                  tooltip="From Load Pose Estimator: estimates the poses of the images."),
                 box_segmenter_input(),
@@ -177,16 +179,39 @@ class PoseIndexAdd(io.ComfyNode):
                     "the box is the joints' extent).")),
             ],
             outputs=[
-                io.Int.Output(display_name="added", tooltip="How many poses were added."),
-                io.String.Output(display_name="summary",
-                                 tooltip="Added, skipped and total entries, and the index path; also shown."),
+                io.Int.Output(display_name="added", tooltip="How many poses this run added."),
+                io.String.Output(display_name="summary", tooltip=(
+                    "What this run did (added, skipped), the entries now in the index, and its path; also shown.")),
             ],
         )
 
     @classmethod
+    def fingerprint_inputs(cls, index=None, **_):
+        return index_fingerprint(index[0] if isinstance(index, list) and len(index) == 1 else None)
+
+    @classmethod
     @reports_errors
-    def execute(cls, index, allow_duplicates, sources="", image=None, pose_model=None, segmenter=None,
-                pose_keypoint=None):
+    def execute(cls, **lists):
+        """Every input arrives as a list (``is_input_list``): position ``i`` of the longest list
+        is one add, shorter lists repeating their last item (ComfyUI's own rule for lists); the
+        summary is the total of the run per index file."""
+        count = max(len(v) for v in lists.values())
+        totals: dict = {}  # index path -> [store, added, skipped, images without a character]
+        for i in range(count):
+            store, *counts = cls.add_one(**{k: v[min(i, len(v) - 1)] for k, v in lists.items()})
+            total = totals.setdefault(str(store.path), [store, 0, 0, 0])
+            total[1:] = [a + b for a, b in zip(total[1:], counts)]
+        lines = []
+        for path, (store, added, skipped, empty) in totals.items():
+            lines.append(f"{path}: added {added} poses, skipped {skipped} already indexed; {len(store)} entries"
+                         + (f"; no character found in {empty} images (nothing added for them)" if empty else ""))
+        summary = "\n".join(lines)
+        return io.NodeOutput(sum(t[1] for t in totals.values()), summary, ui={"text": [summary]})
+
+    @classmethod
+    def add_one(cls, index, allow_duplicates, sources="", image=None, pose_model=None, segmenter=None,
+                pose_keypoint=None) -> tuple:
+        """One add: ``(index, poses added, skipped as already indexed, images without a character)``."""
         if pose_model is not None and pose_keypoint is not None:
             raise IllustposeNodeError("connect pose_model (to estimate the images' poses) or pose_keypoint, not both")
         if pose_keypoint is None and (image is None or pose_model is None):
@@ -197,22 +222,19 @@ class PoseIndexAdd(io.ComfyNode):
                            model=_detector_names(segmenter, pose_model) if pose_keypoint is None else {})
         if pose_keypoint is None:
             labels = _labels(sources, len(images), "image")
-            ingest = Ingest(store, Pipeline(segmenter, None, pose_model).estimate, allow_duplicates=allow_duplicates)
+            ingest = Ingest(store, Pipeline(segmenter, None, pose_model).poses, allow_duplicates=allow_duplicates)
             with on_device(segmenter, pose_model):
-                entries = map_with_progress(lambda i: ingest.image_entry(images[i], labels[i]), range(len(images)))
-            entries, already = [e for e in entries if e is not None], ingest.already
+                entries = map_with_progress(lambda i: ingest.image_entries(images[i], labels[i]), range(len(images)))
+            entries, already, empty = [e for es in entries for e in es], ingest.already, len(ingest.empty)
         else:
             frames = parse_pose_keypoint(pose_keypoint)
             if images is not None and len(images) != len(frames):
                 raise IllustposeNodeError(f"pose_keypoint holds {len(frames)} frames for {len(images)} images; "
                                           "connect the poses of these images (one frame per image)")
             labels = _labels(sources, len(frames if images is None else images), "frame" if images is None else "image")
-            entries, already = Ingest(store).frame_entries(frames, images, labels), 0
+            entries, already, empty = Ingest(store).frame_entries(frames, images, labels), 0, 0
         result = store.add(entries, allow_duplicates=allow_duplicates)
-        added = len(result.added_ids)
-        summary = (f"{store.path}: added {added} poses, skipped {already + len(result.skipped)} already indexed; "
-                   f"{len(store)} entries")
-        return io.NodeOutput(added, summary, ui={"text": [summary]})
+        return store, len(result.added_ids), already + len(result.skipped), empty
 
 
 class PoseIndexQuery(io.ComfyNode):

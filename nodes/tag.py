@@ -18,7 +18,9 @@ class DanbooruTag(io.ComfyNode):
             display_name="Danbooru Tag (illustpose)",
             category="illustpose",
             description="Tags each illustration with the Danbooru tagger of bizarre-pose-estimator "
-                        "(reference danbooru_tagger.py) and writes a comma-separated caption per image.",
+                        "(reference danbooru_tagger.py) and writes a comma-separated caption per image, also "
+                        "shown on the node.",
+            is_output_node=True,  # runs even with nothing connected: the captions show on the node
             inputs=[
                 io.Image.Input("image", tooltip="Illustrations to tag, any size."),
                 TAGGER.Input("tagger", tooltip="From Load Danbooru Tagger."),

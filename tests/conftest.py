@@ -16,6 +16,28 @@ from shared_data import FIDELITY
 torch.set_num_threads(2)
 
 
+def pytest_addoption(parser):
+    parser.addoption("--device", default="cpu",
+                     help="where the tests that compute model outputs (fidelity, golden, speed paths) run: "
+                          "cpu (default), cuda, cuda:N")
+
+
+def pytest_configure(config):
+    from illustpose.detector import check_device
+    from illustpose.errors import DeviceError
+
+    try:
+        check_device(config.getoption("--device"))
+    except DeviceError as e:
+        raise pytest.UsageError(f"--device: {e}") from None
+
+
+@pytest.fixture(scope="session")
+def device(request) -> str:
+    """The ``--device`` the model-output tests run on (``cpu`` unless told)."""
+    return request.config.getoption("--device")
+
+
 @pytest.fixture(scope="session")
 def weights_rule():
     """The golden weight rule module (skips when ../shared is absent)."""

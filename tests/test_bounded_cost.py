@@ -66,10 +66,10 @@ def weights_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def pipeline(weights_dir):
-    return Pipeline(CharacterSegmenter.from_pretrained(weights_dir / "segmenter.safetensors"),
-                    DanbooruTagger.from_pretrained(weights_dir / "tagger.safetensors"),
-                    PoseEstimator.from_pretrained(weights_dir / "feat_match+data.safetensors"))
+def pipeline(weights_dir, device):
+    return Pipeline(CharacterSegmenter.from_pretrained(weights_dir / "segmenter.safetensors", device=device),
+                    DanbooruTagger.from_pretrained(weights_dir / "tagger.safetensors", device=device),
+                    PoseEstimator.from_pretrained(weights_dir / "feat_match+data.safetensors", device=device))
 
 
 def picture(width: int, height: int, seed: int = 0) -> Image.Image:
@@ -235,7 +235,7 @@ def test_annotate_gives_every_image_a_result_or_one_message(weights_dir, tmp_pat
         stem = out / (f"strip_{w}x{h}" if (w, h) != (40, 30) else "normal")
         assert Image.open(f"{stem}.mask.png").size == (w, h)
         assert len(json.loads(Path(f"{stem}.tags.json").read_text())["tags"]) == len(TAGS)
-        assert json.loads(Path(f"{stem}.pose.json").read_text())["bbox"][2:] >= [1, 1]
+        assert all(a["bbox"][2:] >= [1, 1] for a in json.loads(Path(f"{stem}.pose.json").read_text())["annotations"])
     assert not list(out.glob("huge.*"))
 
 

@@ -47,8 +47,10 @@ def test_annotate_writes_the_contract(converted, tmp_path):
     g = load_golden("retrieval_r0c1")
     mask = np.asarray(Image.open(out / "sub/a.mask.png"))
     assert mask.shape == tuple(g["orig_size_hw"]) and np.abs(mask.astype(int) - g["seg_mask_u8"]).max() <= 1
-    pose = json.loads((out / "sub/a.pose.json").read_text())
-    assert pose["bbox"] == g["bbox_xywh"].tolist()
+    doc = json.loads((out / "sub/a.pose.json").read_text())
+    assert doc["image_size"] == g["orig_size_hw"].tolist()[::-1] and len(doc["annotations"]) == 1  # one character
+    pose = doc["annotations"][0]
+    assert pose["bbox"] == g["bbox_xywh"].tolist() and pose["id"] == 1
     kp = np.asarray(pose["keypoints"]).reshape(17, 3)
     np.testing.assert_allclose(kp[:, :2], g["pose_keypoints_xy"][:17], atol=0.5e-4)  # rounded to 4 decimals
     for name in ("sub/a.pose.json", "sub/a.pose_keypoint.json"):

@@ -6,6 +6,8 @@ Each user mistake gives one line on stderr (no traceback) and the documented exi
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import argparse
 import dataclasses
 import subprocess
@@ -192,15 +194,17 @@ def test_ctrl_c_in_annotate_reports_progress(capsys, monkeypatch, tmp_path):
     calls = []
 
     class Pipe:
+        pose = None
+
         def annotate(self, images):
             calls.append(images)
             if len(calls) == 2:
                 raise KeyboardInterrupt
-            return [object() for _ in images]
+            return [SimpleNamespace(poses=None) for _ in images]
 
     written = []
     monkeypatch.setattr(cli_pipeline, "build_pipeline", lambda args, tasks: Pipe())
-    monkeypatch.setattr("illustpose.outputs.write_annotation", lambda stem, *a, **k: written.append(stem))
+    monkeypatch.setattr("illustpose.outputs.write_annotation", lambda stem, *a, **k: written.append(stem) or [])
     rc = main(["annotate", str(folder), "--out", str(tmp_path / "o"), "--quiet"])
     assert rc == 130 and len(written) == 1
     assert one_error_line(capsys.readouterr().err) == "interrupted after 1 of 3 images; the files of those are written"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -23,7 +24,6 @@ def local_ray():
 @pytest.fixture(scope="module")
 def tagger(tmp_path_factory):
     import sys
-    from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).parent / "nodes"))
     from harness import write_tiny_weights
@@ -48,8 +48,8 @@ def captions(folder):
 def test_ray_writes_what_a_local_run_writes(local_ray, tagger, tmp_path, capsys):
     local, remote = images(tmp_path / "local"), tmp_path / "remote"
     shutil.copytree(local, remote)
-    assert main(["caption", str(local), "--batch-size", "2", *tagger]) == 1  # broken.png fails in both
-    assert main(["caption", str(remote), "--batch-size", "2", "--ray", "--ray-actors", "2", *tagger]) == 1
+    assert main(["caption", str(local), *tagger]) == 1  # broken.png fails in both
+    assert main(["caption", str(remote), "--ray", "--ray-actors", "2", *tagger]) == 1
     failed = [line for line in capsys.readouterr().err.splitlines() if line.startswith("failed: ")]
     assert len(failed) == 2 and all("broken.png" in line for line in failed)
     assert len(captions(local)) == 4 and captions(remote) == captions(local)
@@ -76,3 +76,15 @@ def test_ray_run_is_recorded_and_resumed(local_ray, tagger, tmp_path):
         assert (counts.done, counts.failed) == (4, 0)
         assert all(record.is_finished(str(img), img) for img, _ in jobs)
         assert all(txt.read_text().startswith("p") for _, txt in jobs)
+
+
+def test_annotate_on_ray_writes_what_a_local_run_writes(local_ray, tagger, tmp_path):
+    weights = ["--weights-dir", str(Path(tagger[1]).parent), "--offline", "--quiet"]
+    src = images(tmp_path / "in")
+    # batch 1 on both sides: the same computation per image (how images are grouped moves floats by 1e-7)
+    assert main(["annotate", str(src), "--out", str(tmp_path / "local"), *weights]) == 1
+    assert main(["annotate", str(src), "--out", str(tmp_path / "ray"), "--ray", *weights]) == 1
+    local = {p.relative_to(tmp_path / "local").as_posix(): p.read_bytes()
+             for p in sorted((tmp_path / "local").rglob("*.*"))}
+    remote = {p.relative_to(tmp_path / "ray").as_posix(): p.read_bytes() for p in sorted((tmp_path / "ray").rglob("*.*"))}
+    assert len(local) == 4 * 8 and remote == local

@@ -50,7 +50,7 @@ class StubPipeline:
         self.calls.append(len(images))
         if self.fail_on & set(keys):
             raise ImageError("stub: this image breaks the model")
-        return [SimpleNamespace(segmentation=None, tags=None, pose=self._pose(k, im)) for k, im in zip(keys, images)]
+        return [SimpleNamespace(segmentation=None, tags=None, poses=(self._pose(k, im),)) for k, im in zip(keys, images)]
 
     def _pose(self, key, image):
         xy = np.zeros((25, 2))
@@ -268,16 +268,21 @@ def test_sample_set_with_a_perfect_stub(monkeypatch, capsys, tmp_path):
 # --------------------------------------------------------------------------- the library
 
 
-def test_several_annotations_each_scored_against_the_one_prediction(dataset):
+def test_several_characters_are_matched_as_coco_and_a_missed_one_scores_zero(dataset):
     rec = dataset.records[0]
     doc = read_json(dataset.gt)
     doc["annotations"].append(shifted({**doc["annotations"][0], "id": 50}, 30.0))  # a second character
     (dataset.tmp / "two.json").write_text(json.dumps(doc))
     records = read_coco(dataset.tmp / "two.json")
-    preds = [to_coco_annotation(rec.annotations[0].xy, None, [0, 0, 1, 1], image_id=rec.id)]
-    summary = evaluate_predictions(records, preds, skip_missing=True)
+    first = to_coco_annotation(rec.annotations[0].xy, None, [0, 0, 1, 1], image_id=rec.id)
+    # one prediction: it pairs with the first character, the second is missed (all its joints wrong)
+    summary = evaluate_predictions(records, [first], skip_missing=True)
     assert summary["images"] == 2
     assert summary["metrics"]["pdj@0.2"]["per_joint"]["nose"] == 0.5
+    # one prediction per character, in either order and with scores either way: each finds its own
+    second = to_coco_annotation(rec.annotations[0].xy + 30.0, None, [0, 0, 1, 1], image_id=rec.id)
+    for preds in ([first, second], [{**second, "score": 0.9}, {**first, "score": 0.1}]):
+        assert all_means(evaluate_predictions(records, preds, skip_missing=True)) == dict.fromkeys(SUMMARY_METRICS, 1.0)
 
 
 def test_highest_score_wins_and_missing_predictions(dataset):

@@ -30,10 +30,11 @@ def _estimate(pose: PoseEstimator, samples):
     return pose.estimate(images, [g["bbox_xywh"].tolist() for g in goldens], return_heatmaps=True), goldens
 
 
-def test_fp16_keypoints_within_one_heatmap_cell_on_99_percent_of_joints(authors_tree, samples):
+def test_fp16_keypoints_within_one_heatmap_cell_on_99_percent_of_joints(authors_tree, samples, device):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # fp16 on a CPU is slow: expected here
-        pose = PoseEstimator.from_pretrained(authors_tree / AUTHORS_PATHS["feat_match+data"], precision="fp16")
+        pose = PoseEstimator.from_pretrained(authors_tree / AUTHORS_PATHS["feat_match+data"], precision="fp16",
+                                             device=device)
     results, goldens = _estimate(pose, samples)
     within = [np.all(np.abs(r.keypoints - g["pose_keypoints_xy"]) <= heatmap_cell_xy(r.cropbox, 128) + 1e-9, axis=1)
               for r, g in zip(results, goldens)]
@@ -43,8 +44,8 @@ def test_fp16_keypoints_within_one_heatmap_cell_on_99_percent_of_joints(authors_
 
 @pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
                     reason="torch.compile's CPU backend needs a C++ compiler")
-def test_compiled_fp32_within_golden_tolerances(authors_tree, samples):
-    pose = PoseEstimator.from_pretrained(authors_tree / AUTHORS_PATHS["feat_match+data"]).compile()
+def test_compiled_fp32_within_golden_tolerances(authors_tree, samples, device):
+    pose = PoseEstimator.from_pretrained(authors_tree / AUTHORS_PATHS["feat_match+data"], device=device).compile()
     results, goldens = _estimate(pose, samples)
     for r, g in zip(results, goldens):
         np.testing.assert_allclose(r.heatmaps, g["pose_logits"], rtol=0, atol=5e-4)

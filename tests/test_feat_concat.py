@@ -442,7 +442,7 @@ def test_feat_concat_lightning_checkpoint_end_to_end(tmp_path, model_sd):
     assert torch.equal(first, second)
 
 
-def test_pose_estimator_runs_feat_concat_end_to_end(tmp_path):
+def test_pose_estimator_runs_feat_concat_end_to_end(tmp_path, device):
     """A 909-key feat_concat Lightning checkpoint through PoseEstimator on a real sample."""
     from checkpoint_factory import write_lightning_ckpt
     from illustpose.models.pose import PoseEstimator
@@ -452,7 +452,7 @@ def test_pose_estimator_runs_feat_concat_end_to_end(tmp_path):
     sd.update({RCNN_PREFIX + k: v for k, v in _unused_tensors("v0.4").items()})
     assert len(sd) == 909
     path = write_lightning_ckpt(tmp_path / "feat_concat+data.ckpt", "feat_match", sd, trainable_prefix="keypoint_head.")
-    est = PoseEstimator.from_pretrained(path)
+    est = PoseEstimator.from_pretrained(path, device=device)
     assert est.kind == "feat_concat" and isinstance(est.net, FeatConcatPoseNet)
     from shared_data import SAMPLES, load_golden
 

@@ -20,12 +20,14 @@ from illustpose.models.tagger import DanbooruTagger
 
 
 @pytest.fixture(scope="module")
-def pipeline(authors_tree):
-    """Detectors loaded from the authors' Lightning .ckpt files (tag names found beside them)."""
+def pipeline(authors_tree, device):
+    """Detectors loaded from the authors' Lightning .ckpt files (tag names found beside them), in
+    fp32 on ``--device`` (on CUDA with TF32 off: the same tolerances hold)."""
     return Pipeline(
-        CharacterSegmenter.from_pretrained(authors_tree / AUTHORS_PATHS["segmenter"]),
-        DanbooruTagger.from_pretrained(authors_tree / AUTHORS_PATHS["tagger"], search_dirs=[authors_tree]),
-        PoseEstimator.from_pretrained(authors_tree / AUTHORS_PATHS["feat_match+data"]),
+        CharacterSegmenter.from_pretrained(authors_tree / AUTHORS_PATHS["segmenter"], device=device),
+        DanbooruTagger.from_pretrained(authors_tree / AUTHORS_PATHS["tagger"], search_dirs=[authors_tree],
+                                       device=device),
+        PoseEstimator.from_pretrained(authors_tree / AUTHORS_PATHS["feat_match+data"], device=device),
     )
 
 

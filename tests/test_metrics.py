@@ -178,8 +178,28 @@ def test_bad_inputs_raise_library_errors():
         M.pck(GT, BOX, GT, mode="head")
     with pytest.raises(M.MetricInputError, match="visibility flags"):
         M.pck(GT, BOX, GT, visible=np.full(17, 3))
+    partly_nan = np.array(GT, dtype=np.float64)
+    partly_nan[3] = np.nan
     with pytest.raises(M.MetricInputError, match="NaN"):
-        M.pck(GT, BOX, np.full((17, 2), np.nan))
+        M.pck(GT, BOX, partly_nan)
+
+
+def test_an_all_nan_prediction_is_a_missed_character():
+    gt = np.stack([GT, GT])
+    pred = np.stack([GT, np.full((17, 2), np.nan)])
+    results = M.evaluate(gt, [BOX, BOX], pred)
+    for result in results.values():
+        assert result.per_sample.tolist() == [1.0, 0.0]
+
+
+def test_match_poses_pairs_as_coco_highest_score_first_then_best_oks():
+    gt = np.stack([GT, np.array(GT) + 300.0])
+    near_second = np.array(GT) + 290.0
+    area = [100.0 * 100.0] * 2
+    # the best-scored prediction takes the ground truth it matches best; the other takes what is left
+    assert M.match_poses(gt, np.full((2, 17), 2), area, np.stack([GT, near_second]), [0.2, 0.9]) == [0, 1]
+    assert M.match_poses(gt, np.full((2, 17), 2), area, np.stack([near_second]), None) == [None, 0]
+    assert M.match_poses(gt, np.full((2, 17), 2), area, np.stack([GT, GT, near_second]), [0.1, 0.5, 0.3]) == [1, 2]
 
 
 # --------------------------------------------------------------------------- reporting

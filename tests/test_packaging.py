@@ -86,7 +86,7 @@ def test_a_wheel_installed_outside_the_repository_lists_weights_and_annotates(wh
                  str(random_weights), "--offline", "--skip", "tag", "--quiet"], tmp_path, **env)
     assert done.returncode == 0, done.stderr
     pose = json.loads((out / "drawing.pose.json").read_text())
-    assert pose["image_size"] == {"width": 64, "height": 96}
+    assert pose["image_size"] == [64, 96]  # [w, h]
     assert (out / "drawing.mask.png").is_file()
 
 

@@ -40,6 +40,9 @@ class FakePipeline:
         self.calls += 1
         return self.pose_for(image)
 
+    def poses(self, image: Image.Image) -> list[PoseResult]:
+        return [self.estimate(image)]
+
 
 @pytest.fixture
 def run(capsys, monkeypatch):

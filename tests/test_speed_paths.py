@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import sys
 import warnings
 
@@ -20,18 +21,18 @@ from illustpose.models.pose import PoseEstimator
 from illustpose.models.tagger import DanbooruTagger
 
 
-def _pair(same: bool):
+def _pair(same: bool, device: str = "cpu"):
     torch.manual_seed(0)
     tagger = DanbooruTagger(DanbooruTaggerNet(4), ["a", "b", "c", "d"])
     pose_net = FeatMatchPoseNet(heatmap_size=32)
     if same:
         sd = {k: v for k, v in tagger.net.resnet.state_dict().items() if not k.startswith(("layer4", "fc"))}
         pose_net.resnet.load_state_dict(sd)
-    return tagger, PoseEstimator(pose_net.eval(), crop_size=64)
+    return tagger.to(device), PoseEstimator(pose_net.eval(), crop_size=64).to(device)
 
 
-def test_identical_trunks_are_shared_and_outputs_unchanged():
-    tagger, pose = _pair(same=True)
+def test_identical_trunks_are_shared_and_outputs_unchanged(device):
+    tagger, pose = _pair(same=True, device=device)
     x = torch.rand(1, 3, 64, 64)
     before = pose.heatmaps(x)
     pipe = Pipeline(tagger=tagger, pose=pose)
@@ -41,14 +42,14 @@ def test_identical_trunks_are_shared_and_outputs_unchanged():
     assert len(params) < len(list(tagger.net.parameters())) + len(list(pose.net.parameters()))
 
 
-def test_different_trunks_are_not_shared():
-    tagger, pose = _pair(same=False)
+def test_different_trunks_are_not_shared(device):
+    tagger, pose = _pair(same=False, device=device)
     assert not share_trunk(tagger, pose)
     assert pose.net.resnet.layer3 is not tagger.net.resnet.layer3
 
 
-def test_precision_option_validated_and_bf16_close():
-    tagger, pose = _pair(same=False)
+def test_precision_option_validated_and_bf16_close(device):
+    tagger, pose = _pair(same=False, device=device)
     x = torch.rand(2, 3, 64, 64)
     ref = pose.heatmaps(x)
     pose.to(precision="bf16")
@@ -59,28 +60,32 @@ def test_precision_option_validated_and_bf16_close():
         pose.to(precision="int8")
 
 
-def test_half_precision_stores_half_weights_and_cannot_go_back():
-    tagger, pose = _pair(same=False)
+def test_half_precision_stores_half_weights_and_cannot_go_back(device):
+    tagger, pose = _pair(same=False, device=device)
     conv, bn = pose.net.resnet.conv1, pose.net.resnet.bn1
-    with pytest.warns(UserWarning, match="fp16 on a CPU"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         pose.to(precision="fp16")
+    assert any("fp16 on a CPU" in str(w.message) for w in caught) == (pose.device.type == "cpu")
+    x = torch.rand(2, 3, 64, 64)
+    assert torch.isfinite(pose.heatmaps(x)).all()
     assert conv.weight.dtype == torch.float16 and bn.running_var.dtype == torch.float32
     with pytest.raises(ValueError, match="load it again with precision='fp32'"):
         pose.to(precision="fp32")
 
 
-def test_trunks_in_different_precisions_are_not_shared():
-    tagger, pose = _pair(same=True)
+def test_trunks_in_different_precisions_are_not_shared(device):
+    tagger, pose = _pair(same=True, device=device)
     tagger.to(precision="bf16")
     assert not share_trunk(tagger, pose)
     pose.to(precision="bf16")
     assert share_trunk(tagger, pose)
 
 
-def test_compiled_detector_refuses_later_changes():
-    _, pose = _pair(same=False)
+def test_compiled_detector_refuses_later_changes(device):
+    _, pose = _pair(same=False, device=device)
     assert pose.compile() is pose  # wrapping only: nothing compiles before the first call
-    assert pose.to("cpu", precision="fp32") is pose  # no change: fine
+    assert pose.to(device, precision="fp32") is pose  # no change: fine
     with pytest.raises(ValueError, match="compiled"):
         pose.to(precision="bf16")
 
@@ -151,3 +156,39 @@ def test_native_bf16_is_read_from_the_cpu_flags(monkeypatch, tmp_path):
                            ("Features\t: fp asimd bf16 i8mm\n", True), ("processor\t: 0\n", False)):
         monkeypatch.setattr("builtins.open", cpuinfo(text))
         assert detector.native_bf16_cpu() is expected, text
+
+
+class _TinyDetector(detector.Detector):
+    """A detector around one convolution: compiles in moments."""
+
+    def __init__(self):
+        torch.manual_seed(0)
+        super().__init__(torch.nn.Conv2d(3, 4, 3, padding=1))
+
+
+def test_compile_keeps_its_caches_in_the_user_cache_unless_told(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    _TinyDetector().compile()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "illustpose" / "compile")
+    assert detector.compile_cache_dir() == tmp_path / "illustpose" / "compile"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    _TinyDetector().compile()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
+
+
+def test_a_compiled_detector_compiles_once_for_every_batch_size_past_one(monkeypatch, device):
+    """The batch dimension is marked dynamic: batch 2 compiles, 3 and 5 reuse that graph (before,
+    torch's automatic dynamic shapes compiled batch 3 again)."""
+    from torch._dynamo.testing import CompileCounter
+
+    counter = CompileCounter()
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda net, **kw: real_compile(net, backend=counter))
+    torch._dynamo.reset()
+    det = _TinyDetector().to(device).compile()
+    outs = [det.forward(torch.rand(b, 3, 8, 8)) for b in (2, 3, 5)]
+    assert [tuple(o.shape) for o in outs] == [(2, 4, 8, 8), (3, 4, 8, 8), (5, 4, 8, 8)]
+    assert counter.frame_count == 1
+    x = torch.rand(3, 3, 8, 8)
+    assert torch.equal(det.forward(x), _TinyDetector().to(device).forward(x))  # same seed, eager

@@ -70,7 +70,7 @@ def _add(index, args, inputs: list[str]) -> int:
     if not files:
         print(f"index: no images or pose files found in {', '.join(inputs)}", file=sys.stderr)
         return 2
-    ingest = Ingest(index, lambda image: pipeline().estimate(image), allow_duplicates=args.allow_duplicates,
+    ingest = Ingest(index, lambda image: pipeline().poses(image), allow_duplicates=args.allow_duplicates,
                     tags=_tags(args.tag), min_score=args.min_score)
 
     done, interrupted = [], []  # Ctrl-C ends the entries early, and add() commits what it has
@@ -78,10 +78,12 @@ def _add(index, args, inputs: list[str]) -> int:
     def entries(bar):
         try:
             for f in files:
-                failures = len(ingest.failed)
+                failures, empty = len(ingest.failed), len(ingest.empty)
                 yield from ingest.file_entries(f)
                 for _, message in ingest.failed[failures:]:
                     say(f"skipped: {message}")
+                for source in ingest.empty[empty:]:
+                    say(f"no character found in {source} (its character mask is empty); nothing added")
                 bar.update(1)
                 done.append(f)
         except KeyboardInterrupt:

@@ -15,7 +15,7 @@ from typing import Sequence
 from ..registry import TASKS, architecture_weights, architectures, default_weights, file_options, get_weights
 
 __all__ = ["TASK_NAMES", "add_model_arguments", "add_recursive_argument", "file_arguments", "build_pipeline",
-           "device", "positive_int", "non_negative_int", "say"]
+           "device", "precision", "weight_files", "positive_int", "non_negative_int", "say"]
 
 #: every task, in pipeline order (``annotate --skip`` takes these)
 TASK_NAMES = tuple(t.name for t in TASKS)
@@ -113,6 +113,27 @@ def _weights_name(args, task) -> str:
     return architecture_weights(arch).name if arch else default_weights(task.name).name
 
 
+def precision(args, dev: str) -> str:
+    """The compute precision the flags choose on device ``dev`` (``--exact`` wins)."""
+    from ..detector import resolve_precision
+
+    return "fp32" if args.exact else resolve_precision(args.precision, dev)
+
+
+def weight_files(args, tasks: Sequence[str]) -> list:
+    """``(task, weights name, file)`` for each of ``tasks``, every file found (or downloaded)
+    before any is loaded, so all that is missing is reported at once
+    (:func:`illustpose.weights.resolve_all`)."""
+    from ..weights import resolve_all
+
+    chosen = [(task, _weights_name(args, task)) for task in TASKS if task.name in tasks]
+    flags = ", ".join(f"--{task.flag} PATH" for task, _ in chosen)
+    files = resolve_all([(weights, getattr(args, task.flag.replace("-", "_"))) for task, weights in chosen],
+                        search_dirs=args.weights_dir, offline=args.offline or None,
+                        path_hint=f"pass the files with {flags}, or another folder with --weights-dir DIR")
+    return [(task, weights, file) for (task, weights), file in zip(chosen, files)]
+
+
 def build_pipeline(args, tasks: Sequence[str] = ("segment", "pose")):
     """A :class:`~illustpose.pipeline.Pipeline` with the detectors of ``tasks``, from the parsed flags.
 
@@ -123,24 +144,17 @@ def build_pipeline(args, tasks: Sequence[str] = ("segment", "pose")):
         DeviceError: a wrong ``--device``.
         WeightsNotFoundError, CheckpointError: as :meth:`illustpose.detector.Detector.from_pretrained`.
     """
-    from ..detector import resolve_precision
     from ..pipeline import Pipeline
-    from ..weights import resolve_all
 
     dev = device(args)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    precision = "fp32" if args.exact else resolve_precision(args.precision, dev)
-    common = dict(search_dirs=args.weights_dir, offline=args.offline or None, device=dev, precision=precision)
-    chosen = [(task, _weights_name(args, task)) for task in TASKS if task.name in tasks]
-    flags = ", ".join(f"--{task.flag} PATH" for task, _ in chosen)
-    files = resolve_all([(weights, getattr(args, task.flag.replace("-", "_"))) for task, weights in chosen],
-                        search_dirs=args.weights_dir, offline=args.offline or None,
-                        path_hint=f"pass the files with {flags}, or another folder with --weights-dir DIR")
+    common = dict(search_dirs=args.weights_dir, offline=args.offline or None, device=dev,
+                  precision=precision(args, dev))
     detectors = {}
-    for (task, weights), file in zip(chosen, files):
+    for task, weights, file in weight_files(args, tasks):
         detectors[task.name] = get_weights(weights).detector_class.from_pretrained(
             file, weights=weights, **common, **file_arguments(args, task.name))
     if args.compile:

@@ -5,6 +5,9 @@ What ``index build`` / ``index add`` and the ComfyUI Pose Index Add node share:
 * **content hashes** decide what is new: an image file is hashed by its bytes, a picture
   without a file (a ComfyUI IMAGE) by the PNG it is saved as; content already in the index
   is skipped *before* the model runs (unless duplicates are allowed);
+* **one entry per character** of an image (its box is the entry's bbox), largest first: the
+  first carries the image's hash, character ``k >= 1`` the hash of ``"<hash>#<k>"`` and the
+  tag ``character: k``; an image where no character is found gives none (:attr:`Ingest.empty`);
 * **pictures without a file** are saved as PNG in ``<index stem>_images/`` beside the index
   (:func:`save_reference`), so a query can show them; the entry's source is that path;
 * **pose files** (:func:`load_pose_json`) need no model: a COCO annotation, a list of them
@@ -41,8 +44,8 @@ from .store import IndexEntry, PoseIndex
 
 __all__ = ["load_pose_json", "png_bytes", "save_reference", "images_folder", "Ingest"]
 
-#: estimates the pose of the one character of an 8-bit RGB/RGBA PIL image
-Estimator = Callable[[Image.Image], PoseResult]
+#: the poses of the characters of an 8-bit RGB/RGBA PIL image, largest first (``Pipeline.poses``)
+Estimator = Callable[[Image.Image], Sequence[PoseResult]]
 
 
 def _coco_poses(anns, images: dict, base: Path, path: Path) -> Iterator[tuple[str, PoseKeypoints, tuple | None]]:
@@ -126,9 +129,9 @@ class Ingest:
 
     Args:
         index: the open index (its content hashes decide what is new).
-        estimate: the pose of one image (a :class:`~illustpose.pipeline.Pipeline`'s
-            ``estimate``); called only for new images, so a lazily built pipeline loads
-            nothing when everything is indexed already.
+        estimate: the poses of the characters of one image (a
+            :class:`~illustpose.pipeline.Pipeline`'s ``poses``); called only for new images, so
+            a lazily built pipeline loads nothing when everything is indexed already.
         allow_duplicates: add content that is already indexed.
         tags: stored with every entry.
         min_score: joints scoring below it are stored as absent (None keeps all, as the
@@ -138,6 +141,7 @@ class Ingest:
         already: inputs skipped because their content is indexed.
         failed: image files that could not be read, with the reason
             (``[(path, message), ...]``).
+        empty: the sources of images where no character was found (no entry added).
     """
 
     def __init__(self, index: PoseIndex, estimate: Estimator | None = None, *, allow_duplicates: bool = False,
@@ -146,6 +150,7 @@ class Ingest:
         self.allow_duplicates, self.tags, self.min_score = allow_duplicates, dict(tags or {}), min_score
         self.already = 0
         self.failed: list[tuple[Path, str]] = []
+        self.empty: list[str] = []
 
     def _is_new(self, sha: str) -> bool:
         if not self.allow_duplicates and self.index.has_content(sha):
@@ -153,15 +158,22 @@ class Ingest:
             return False
         return True
 
-    def _entry(self, image: Image.Image, source: str, sha: str, tags: Mapping[str, Any]) -> IndexEntry:
+    def _entries(self, image: Image.Image, source: str, sha: str, tags: Mapping[str, Any]) -> list[IndexEntry]:
+        """One entry per character (see the module docstring); none when no character is found."""
         if self.estimate is None:
             raise PoseIndexError("images need a pose model to estimate their poses; give one")
-        return IndexEntry.from_pose_result(self.estimate(image), source, sha256=sha, tags={**self.tags, **tags},
-                                           min_score=self.min_score)
+        poses = list(self.estimate(image))
+        if not poses:
+            self.empty.append(source)
+        several = len(poses) > 1
+        return [IndexEntry.from_pose_result(
+            p, source, sha256=hashlib.sha256(f"{sha}#{k}".encode()).hexdigest() if k else sha,
+            tags={**self.tags, **tags, **({"character": k} if several else {})}, min_score=self.min_score)
+            for k, p in enumerate(poses)]
 
     def file_entries(self, path: str | Path) -> list[IndexEntry]:
-        """The entries of one file: a pose JSON (every pose, no model) or an image (its pose,
-        unless its bytes are indexed already; an unreadable image is recorded in
+        """The entries of one file: a pose JSON (every pose, no model) or an image (one per
+        character, unless its bytes are indexed already; an unreadable image is recorded in
         :attr:`failed`, not raised).
 
         Raises:
@@ -178,18 +190,20 @@ class Ingest:
         except ImageError as e:
             self.failed.append((path, str(e)))
             return []
-        return [self._entry(image, str(path.resolve()), sha, {})]
+        return self._entries(image, str(path.resolve()), sha, {})
 
-    def image_entry(self, image: Image.Image, label: str | None = None) -> IndexEntry | None:
-        """The entry of a picture without a file (saved by :func:`save_reference` when new), or
-        None when its content is indexed already.  ``label`` names the PNG and is stored as the
-        entry's ``label`` tag."""
+    def image_entries(self, image: Image.Image, label: str | None = None) -> list[IndexEntry]:
+        """The entries of a picture without a file, one per character (the picture saved by
+        :func:`save_reference` when it has one), or none when its content is indexed already.
+        ``label`` names the PNG and is stored as the entries' ``label`` tag."""
         data, sha = png_bytes(image)
         if not self._is_new(sha):
-            return None
-        entry = self._entry(image, "", sha, {"label": label} if label else {})
-        source = save_reference(images_folder(self.index), data, sha, label)
-        return IndexEntry(entry.pose, str(source), entry.sha256, entry.image_size_hw, entry.tags)
+            return []
+        entries = self._entries(image, label or "", sha, {"label": label} if label else {})
+        if not entries:
+            return []
+        source = str(save_reference(images_folder(self.index), data, sha, label))
+        return [IndexEntry(e.pose, source, e.sha256, e.image_size_hw, e.tags) for e in entries]
 
     def frame_entries(self, frames: Sequence[PoseFrame], images: Sequence[Image.Image] | None = None,
                       labels: Sequence[str | None] | None = None) -> list[IndexEntry]:

@@ -11,6 +11,7 @@ from harness import Pack, load_pack, write_tiny_weights
 # Every library module the nodes import, imported now: patch.dict(sys.modules) in load_pack
 # removes on exit the modules first imported inside it, and the tests must share the nodes' classes.
 import illustpose.captions  # noqa: F401
+import illustpose.characters  # noqa: F401
 import illustpose.checkpoints  # noqa: F401
 import illustpose.datasets  # noqa: F401
 import illustpose.geometry  # noqa: F401
@@ -18,6 +19,7 @@ import illustpose.heatmaps  # noqa: F401
 import illustpose.images  # noqa: F401
 import illustpose.keypoints  # noqa: F401
 import illustpose.models.feat_match  # noqa: F401
+import illustpose.outputs  # noqa: F401
 import illustpose.pipeline  # noqa: F401
 import illustpose.registry  # noqa: F401
 import illustpose.render  # noqa: F401
@@ -36,7 +38,11 @@ def comfy_base(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def loaded_pack(comfy_base) -> Pack:
-    return load_pack(comfy_base)
+    pack = load_pack(comfy_base)
+    # held for the session, as ComfyUI's node cache holds a loader's output: the pack's own
+    # cache is weak, and the tests would otherwise build the same networks again and again
+    pack.held = [pack.load(kind) for kind in ("segmenter", "tagger", "pose")]
+    return pack
 
 
 @pytest.fixture

@@ -1,15 +1,17 @@
 """Stand-ins for the ComfyUI modules the nodes import, so node tests run without ComfyUI.
 
 Each stand-in keeps the names, signatures and behaviour the nodes rely on, as ComfyUI 0.3.64
-defines them (``comfy/model_management.py``, ``comfy/utils.py``, ``folder_paths.py``,
-``comfy_api/latest/_io.py``); the tests put them in ``sys.modules`` with ``patch.dict``, as
-ComfyUI's own unit tests mock ``nodes`` and ``server``.
+defines them (``comfy/model_management.py``, ``comfy/model_patcher.py``, ``comfy/utils.py``,
+``folder_paths.py``, ``comfy_api/latest/_io.py`` and the versioned ``comfy_api/v0_0_2``); the
+tests put them in ``sys.modules`` with ``patch.dict``, as ComfyUI's own unit tests mock ``nodes``
+and ``server``.
 """
 
 from __future__ import annotations
 
 import os
 import types
+import weakref
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -30,16 +32,122 @@ class InterruptProcessingException(Exception):
     pass
 
 
+class LoadedModel:
+    """``comfy.model_management.LoadedModel``: a *weak* reference to a patcher loaded on its load
+    device (ComfyUI never keeps a model alive by having loaded it)."""
+
+    def __init__(self, model):
+        self._model = weakref.ref(model)
+        self.device = model.load_device
+
+    @property
+    def model(self):
+        return self._model()
+
+    def model_memory(self):
+        return self.model.model_size()
+
+    def model_unload(self, memory_to_free=None, unpatch_weights=True):
+        self.model.detach(unpatch_weights)
+        return True
+
+    def __eq__(self, other):
+        return self.model is other.model
+
+
+def make_model_patcher(module_size) -> types.ModuleType:
+    """``comfy.model_patcher`` with ``ModelPatcher`` as it treats a plain ``nn.Module`` (one
+    without ``comfy.ops`` casting layers): loading moves every module to the load device,
+    detaching moves it back to the offload device."""
+
+    class ModelPatcher:
+        def __init__(self, model, load_device, offload_device, size=0, weight_inplace_update=False):
+            self.size, self.model, self.load_device, self.offload_device = size, model, load_device, offload_device
+            self.parent = None
+            if getattr(model, "device", None) is None:
+                model.device = offload_device
+            if not hasattr(model, "model_loaded_weight_memory"):
+                model.model_loaded_weight_memory = 0
+            self.model_size()
+
+        def model_size(self):
+            if self.size <= 0:
+                self.size = module_size(self.model)
+            return self.size
+
+        def loaded_size(self):
+            return self.model.model_loaded_weight_memory
+
+        def current_loaded_device(self):
+            return self.model.device
+
+        def is_clone(self, other):
+            return hasattr(other, "model") and self.model is other.model
+
+        def model_patches_models(self):
+            return []
+
+        def partially_load(self, device_to, extra_memory=0, force_patch_weights=False):
+            before = self.model.model_loaded_weight_memory
+            self.model.to(device_to)
+            self.model.device, self.model.model_loaded_weight_memory = device_to, self.model_size()
+            return self.model_size() - before
+
+        def detach(self, unpatch_all=True):
+            if unpatch_all:
+                self.model.to(self.offload_device)
+                self.model.device, self.model.model_loaded_weight_memory = self.offload_device, 0
+            return self.model
+
+    return _module("comfy.model_patcher", ModelPatcher=ModelPatcher)
+
+
 def make_comfy(calls: list) -> dict[str, types.ModuleType]:
-    """``comfy``, ``comfy.model_management`` and ``comfy.utils``; device moves are logged in ``calls``.
+    """``comfy``, ``comfy.model_management``, ``comfy.model_patcher`` and ``comfy.utils``; model
+    loads and unloads are logged in ``calls``.
 
     ``comfy.utils.PROGRESS_BAR_HOOK`` is called on every progress update, as ComfyUI's
     ``main.py hijack_progress`` installs it (which first raises if the user pressed Cancel).
+    The memory manager keeps ComfyUI's list of loaded models (``current_loaded_models``, weak
+    references), loads with ``load_models_gpu`` and unloads with ``free_memory`` /
+    ``unload_all_models`` (what ``POST /free`` calls); its ``free_memory`` unloads every other
+    model of the device, as on a GPU with no memory to spare.  The interrupt flag is
+    ``POST /interrupt``'s.
     """
     cpu = torch.device("cpu")
+    interrupted = [False]
 
     def module_size(module):
         return sum(t.nelement() * t.element_size() for t in module.state_dict().values())
+
+    def cleanup_models():
+        mm.current_loaded_models[:] = [m for m in mm.current_loaded_models if m.model is not None]
+
+    def load_models_gpu(models, memory_required=0, force_patch_weights=False, minimum_memory_required=None,
+                        force_full_load=False):
+        calls.append(("load_models_gpu", tuple(type(m.model).__name__ for m in models), memory_required,
+                      force_full_load))
+        cleanup_models()
+        for m in models:
+            loaded = LoadedModel(m)
+            if loaded in mm.current_loaded_models:
+                mm.current_loaded_models.remove(loaded)
+            m.partially_load(m.load_device, 1e32, force_patch_weights)
+            mm.current_loaded_models.insert(0, loaded)
+
+    def free_memory(memory_required, device, keep_loaded=[]):
+        calls.append(("free_memory", memory_required))
+        cleanup_models()
+        unloaded = [m for m in mm.current_loaded_models if m.device == device and m not in keep_loaded]
+        for m in unloaded:
+            m.model_unload()
+            mm.current_loaded_models.remove(m)
+        return unloaded
+
+    def throw_exception_if_processing_interrupted():
+        if interrupted[0]:
+            interrupted[0] = False
+            raise InterruptProcessingException()
 
     mm = _module(
         "comfy.model_management",
@@ -47,9 +155,19 @@ def make_comfy(calls: list) -> dict[str, types.ModuleType]:
         unet_offload_device=lambda: cpu,
         intermediate_device=lambda: cpu,
         soft_empty_cache=lambda force=False: calls.append("soft_empty_cache"),
-        free_memory=lambda memory_required, device, keep_loaded=[]: calls.append(("free_memory", memory_required)),
         module_size=module_size,
+        current_loaded_models=[],
+        load_models_gpu=load_models_gpu,
+        load_model_gpu=lambda model: load_models_gpu([model]),
+        loaded_models=lambda only_currently_used=False: [m.model for m in mm.current_loaded_models
+                                                         if m.model is not None],
+        free_memory=free_memory,
+        unload_all_models=lambda: free_memory(1e30, mm.get_torch_device()),
+        OOM_EXCEPTION=torch.cuda.OutOfMemoryError,
         InterruptProcessingException=InterruptProcessingException,
+        interrupt_current_processing=lambda value=True: interrupted.__setitem__(0, value),
+        processing_interrupted=lambda: interrupted[0],
+        throw_exception_if_processing_interrupted=throw_exception_if_processing_interrupted,
     )
     utils = _module("comfy.utils", PROGRESS_BAR_HOOK=None)
 
@@ -67,9 +185,10 @@ def make_comfy(calls: list) -> dict[str, types.ModuleType]:
             self.update_absolute(self.current + value)
 
     utils.ProgressBar = ProgressBar
-    comfy = _module("comfy", model_management=mm, utils=utils)
+    patcher = make_model_patcher(module_size)
+    comfy = _module("comfy", model_management=mm, model_patcher=patcher, utils=utils)
     comfy.__path__ = []
-    return {"comfy": comfy, "comfy.model_management": mm, "comfy.utils": utils}
+    return {"comfy": comfy, "comfy.model_management": mm, "comfy.model_patcher": patcher, "comfy.utils": utils}
 
 
 # --------------------------------------------------------------------------- folder_paths
@@ -246,8 +365,10 @@ class ComfyExtension(ABC):
         ...
 
 
-def make_comfy_api() -> dict[str, types.ModuleType]:
-    """``comfy_api`` and ``comfy_api.latest`` with the ``io`` names the nodes use."""
+def make_comfy_api(versions=("v0_0_2", "latest")) -> dict[str, types.ModuleType]:
+    """``comfy_api`` with the given API modules (``latest`` and the versioned ``v0_0_2``, which
+    re-exports latest's ``io`` and ``ComfyExtension`` as in ComfyUI 0.3.48 to 0.3.64), each
+    holding the ``io`` names the nodes use."""
     io = _module(
         "comfy_api.latest.io", Schema=Schema, NodeOutput=NodeOutput, ComfyNode=ComfyNode,
         Image=_comfytype("IMAGE"), Mask=_comfytype("MASK"), Boolean=_comfytype("BOOLEAN", _BooleanInput),
@@ -255,8 +376,12 @@ def make_comfy_api() -> dict[str, types.ModuleType]:
         String=_comfytype("STRING", _StringInput), Combo=_comfytype("COMBO", _ComboInput),
         Custom=lambda io_type: _comfytype(io_type),
     )
-    latest = _module("comfy_api.latest", io=io, ComfyExtension=ComfyExtension)
-    latest.__path__ = []
-    api = _module("comfy_api", latest=latest)
+    api = _module("comfy_api")
     api.__path__ = []
-    return {"comfy_api": api, "comfy_api.latest": latest}
+    modules = {"comfy_api": api}
+    for version in versions:
+        m = _module(f"comfy_api.{version}", io=io, ComfyExtension=ComfyExtension)
+        m.__path__ = []
+        setattr(api, version, m)
+        modules[f"comfy_api.{version}"] = m
+    return modules

@@ -6,7 +6,7 @@ import asyncio
 import importlib.util
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from unittest.mock import MagicMock, patch
 
@@ -43,11 +43,13 @@ def write_tiny_weights(folder: Path) -> None:
 
 @dataclass
 class Pack:
-    """The pack as ComfyUI imported it, its fake ComfyUI modules, and the calls they logged."""
+    """The pack as ComfyUI imported it, its fake ComfyUI modules, the calls they logged, and the
+    detectors the tests hold (as ComfyUI's node cache would)."""
 
     module: object
     modules: dict
     calls: list
+    held: list = field(default_factory=list)
 
     @property
     def folder_paths(self):
@@ -74,20 +76,25 @@ class Pack:
     def node(self, node_id: str):
         return {cls.define_schema().node_id: cls for cls in self.node_classes()}[node_id]
 
+    def defaults(self, node_id: str) -> dict:
+        """The node's required widget inputs at their defaults (what a node fresh from the menu holds)."""
+        return {i.id: i.default for i in self.node(node_id).define_schema().inputs
+                if not i.optional and getattr(i, "default", None) is not None}
+
     def run(self, node_id: str, **inputs) -> tuple[tuple, dict | None]:
         """Execute a node the way ComfyUI's V3 executor does; returns (outputs, ui)."""
         out = self.node(node_id).execute(**inputs)
         return tuple(out.args), out.ui
 
 
-def load_pack(base: Path, comfy_api: bool = True) -> Pack:
+def load_pack(base: Path, api_versions: tuple[str, ...] = ("v0_0_2", "latest")) -> Pack:
     """Import the repository's ``__init__.py`` as ComfyUI's ``load_custom_node`` does (module
-    name = its path with '.' -> '_x_'), with fake ComfyUI modules; ``comfy_api=False`` is a
-    ComfyUI older than the V3 API (``import comfy_api`` fails)."""
+    name = its path with '.' -> '_x_'), with fake ComfyUI modules whose ``comfy_api`` offers
+    ``api_versions``; ``()`` is a ComfyUI older than the V3 API (``import comfy_api`` fails)."""
     calls: list = []
     modules = {**make_comfy(calls), "folder_paths": make_folder_paths(str(base)), "server": MagicMock()}
-    modules.update(make_comfy_api() if comfy_api else {"comfy_api": None})  # None: "import comfy_api" fails
-    name = f"{REPO}_{'v3' if comfy_api else 'old'}".replace(".", "_x_")
+    modules.update(make_comfy_api(api_versions) if api_versions else {"comfy_api": None})  # None: import fails
+    name = f"{REPO}_{'_'.join(api_versions) or 'old'}".replace(".", "_x_")
     with patch.dict(sys.modules, modules):
         spec = importlib.util.spec_from_file_location(name, REPO / "__init__.py")
         module = importlib.util.module_from_spec(spec)

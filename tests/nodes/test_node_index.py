@@ -36,7 +36,10 @@ def images(batch: int, seed: int = 0) -> torch.Tensor:
 
 
 def add(pack, index, allow_duplicates=False, **kw):
-    return pack.run(ADD, index=str(index), allow_duplicates=allow_duplicates, **kw)
+    """Pose Index Add fed as ComfyUI feeds it from non-list outputs: every input a list of one
+    (the node takes whole lists, ``is_input_list``)."""
+    inputs = {"index": str(index), "allow_duplicates": allow_duplicates, **kw}
+    return pack.run(ADD, **{k: [v] for k, v in inputs.items()})
 
 
 def query(pack, index, k=3, mirror=True, min_joints=5, size=CANVAS, **kw):
@@ -59,6 +62,35 @@ def test_add_from_pose_keypoint_then_query_returns_images_renders_and_json(pack,
     # no image was stored: grey placeholders, each reported; the render is the frame as RenderOpenPose draws it
     assert torch.all(imgs == 128 / 255) and "placeholder for rank 1" in ui["text"][0]
     assert np.array_equal(np.rint(renders[0].numpy() * 255), render_pose_keypoint(frames(poses[2:3]))[0])
+
+
+def test_a_list_is_one_run_with_one_summary(pack, tmp_path):
+    """Load Image Folder's lists (one item per file, filenames as sources): one call, one total."""
+    index, xy = tmp_path / "list.sqlite", skeletons(3, seed=11)
+    lists = {"index": [str(index)], "allow_duplicates": [False],
+             "pose_keypoint": [frames(xy[i:i + 1]) for i in range(3)], "sources": ["a.png", "sub/b.png", "c.png"]}
+    (added, summary), ui = pack.run(ADD, **lists)
+    assert added == 3 and ui == {"text": [summary]}
+    assert summary == f"{index}: added 3 poses, skipped 0 already indexed; 3 entries"
+    with PoseIndex(index) as store:
+        assert [store.get(i).source for i in (1, 2, 3)] == ["a.png", "sub/b.png", "c.png"]
+    (added, summary), _ = pack.run(ADD, **lists)
+    assert added == 0 and summary == f"{index}: added 0 poses, skipped 3 already indexed; 3 entries"
+
+
+def test_requeuing_an_unchanged_add_reports_what_each_run_did(pack, tmp_path):
+    """ComfyUI re-runs a node whose fingerprint changed and serves the rest from its cache."""
+    index, kps = str(tmp_path / "requeue.sqlite"), frames(skeletons(2, seed=12))
+    fingerprint = pack.node(ADD).fingerprint_inputs
+    first = fingerprint(index=[index], allow_duplicates=[False], pose_keypoint=(None,))
+    assert first != first  # no index yet: NaN, the first queue runs
+    assert "added 2 poses" in add(pack, index, pose_keypoint=kps)[0][1]
+    second = fingerprint(index=[index], allow_duplicates=[False], pose_keypoint=(None,))
+    assert second == second  # the file now exists: a real fingerprint, different from the first
+    assert "added 0 poses, skipped 2" in add(pack, index, pose_keypoint=kps)[0][1]  # the second queue re-runs
+    assert fingerprint(index=[index], allow_duplicates=[False], pose_keypoint=(None,)) == second  # nothing written:
+    # a third queue is served from the cache, whose text ("added 0 poses") is still what happened
+    assert fingerprint(index=(None,)) != fingerprint(index=(None,))  # index from a link: unknown, always re-run
 
 
 def test_the_same_poses_again_are_skipped_unless_duplicates_are_allowed(pack, tmp_path):

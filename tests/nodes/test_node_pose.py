@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from illustpose.geometry import bbox_from_mask, bbox_rc_to_xywh
-from illustpose.heatmaps import heatmap_on_image
+from illustpose.heatmaps import heatmap_on_image, pose_heatmap
 from illustpose.images import from_array
 from illustpose.keypoints import coco17_to_openpose18, parse_pose_keypoint, to_pose_keypoint
+from illustpose.outputs import draw_poses
 from illustpose.pipeline import Pipeline
 from illustpose.render import draw_skeleton, render_pose_keypoint
 
@@ -31,9 +32,15 @@ def pose(pack, image, threshold=0.0, resolution=512, draw_extra=False, joint="al
 
 
 def library_poses(pack, image, bboxes=None, segmenter=None):
+    """The largest character's pose of each image, as the library finds it."""
+    return [ps[0] for ps in library_characters(pack, image, bboxes, segmenter)]
+
+
+def library_characters(pack, image, bboxes=None, segmenter=None, masks=None):
+    """Every character's pose of each image, as the library finds it."""
     pil = [from_array(im.numpy()) for im in image]
-    anns = Pipeline(segmenter, None, pack.load("pose")).annotate(pil, bboxes, return_heatmaps=True)
-    return [a.pose for a in anns]
+    anns = Pipeline(segmenter, None, pack.load("pose")).annotate(pil, bboxes, masks=masks, return_heatmaps=True)
+    return [a.poses for a in anns]
 
 
 @pytest.mark.parametrize("batch", [1, 4])
@@ -43,19 +50,25 @@ def test_outputs_per_image_match_the_library(pack, batch):
     assert control.shape == (batch, 512, 683, 3)  # short side 512, as the DWPose node resizes
     assert heat.shape == (batch, H, W) and preview.shape == (batch, H, W, 3)
     assert all(t.dtype == torch.float32 for t in (control, heat, preview))
-    ref = library_poses(pack, image, segmenter=pack.load("segmenter"))
-    expected = to_pose_keypoint([[coco17_to_openpose18(p.keypoints, np.ones(25, bool))] for p in ref], [(H, W)] * batch)
+    ref = library_characters(pack, image, segmenter=pack.load("segmenter"))
+    expected = to_pose_keypoint([[p.openpose() for p in ps] for ps in ref], [(H, W)] * batch)
     assert kps == expected and ui == {"openpose_json": [json.dumps(kps)]}
-    for frame in kps:
-        body = frame["people"][0]["pose_keypoints_2d"]
-        assert len(body) == 54 and set(body[2::3]) == {1.0}  # threshold 0 keeps every joint, as the reference
+    for frame, ps in zip(kps, ref):
+        for person, p in zip(frame["people"], ps):
+            body = person["pose_keypoints_2d"]
+            # threshold 0: a joint is drawn unless it is outside the image or far from its character
+            assert len(body) == 54 and body[2::3] == p.openpose().present.astype(float).tolist()
         assert (frame["canvas_height"], frame["canvas_width"]) == (H, W)
     data = json.loads(coco)
     assert [im["id"] for im in data["images"]] == list(range(1, batch + 1))
-    for ann, p in zip(data["annotations"], ref):
-        assert np.allclose(np.reshape(ann["keypoints"], (17, 3))[:, :2], p.keypoints[:17])
+    flat = [p for ps in ref for p in ps]
+    assert len(data["annotations"]) == len(flat)
+    for ann, p in zip(data["annotations"], flat):
+        kp = np.reshape(ann["keypoints"], (17, 3))  # absent joints: COCO's 0, 0, 0
+        assert np.allclose(kp[:, :2], np.where(p.present[:17, None], p.keypoints[:17], 0.0))
+        assert (kp[:, 2] == np.where(p.present[:17], 2, 0)).all()
         assert ann["bbox"] == list(p.bbox_xywh) and set(ann["extra_keypoints"]) >= {"nose_root", "left_toe"}
-    assert ("progress", batch) in pack.calls and pack.calls[-1] == "soft_empty_cache"
+    assert ("progress", batch) in pack.calls and pack.calls[0][0] == "load_models_gpu"  # ComfyUI's memory manager
 
 
 def test_the_control_image_is_what_render_openpose_draws_from_the_keypoints(pack):
@@ -73,11 +86,12 @@ def test_confidence_threshold_marks_joints_absent_everywhere(pack):
     ref = library_poses(pack, image, [[0, 0, W, H]])[0]
     t = float(np.median(ref.scores[:17]))
     (kps, _, coco, _, _), _ = pose(pack, image, threshold=t, bbox=[[0, 0, W, H]])
-    present = coco17_to_openpose18(ref.keypoints, ref.scores >= t).present
+    present = coco17_to_openpose18(ref.keypoints, ref.present & (ref.scores >= t)).present
     assert kps[0]["people"][0]["pose_keypoints_2d"][2::3] == [1.0 if p else 0.0 for p in present]
     assert parse_pose_keypoint(kps)[0].people[0].present.tolist() == present.tolist()
     v = np.reshape(json.loads(coco)["annotations"][0]["keypoints"], (17, 3))[:, 2]
-    assert v.tolist() == [2 if s >= t else 1 for s in ref.scores[:17]]
+    # absent (outside the image): 0; below the threshold: 1 (labelled, not visible); else 2
+    assert v.tolist() == [0 if not a else 2 if s >= t else 1 for a, s in zip(ref.present[:17], ref.scores[:17])]
 
 
 def test_bbox_input_wins_and_one_box_serves_the_batch(pack):
@@ -85,7 +99,7 @@ def test_bbox_input_wins_and_one_box_serves_the_batch(pack):
     (kps, *_), _ = pose(pack, image, bbox=[[3, 2, 18, 20]], segmenter=pack.load("segmenter"),
                         character_mask=torch.ones(2, H, W))
     ref = library_poses(pack, image, [[3, 2, 18, 20]] * 2)
-    assert kps == to_pose_keypoint([[coco17_to_openpose18(p.keypoints, np.ones(25, bool))] for p in ref], [(H, W)] * 2)
+    assert kps == to_pose_keypoint([[p.openpose()] for p in ref], [(H, W)] * 2)
 
 
 def test_a_character_mask_gives_the_box(pack):
@@ -124,13 +138,13 @@ def test_preview_is_the_librarys_skeleton_drawing(pack, threshold, draw_extra):
     (*_, preview), _ = pose(pack, image, bbox=[[0, 0, W, H]], threshold=threshold, draw_extra=draw_extra)
     for i, ref in enumerate(library_poses(pack, image, [[0, 0, W, H]] * 2)):
         rgb = np.asarray(from_array(image[i].numpy()))
-        drawn = draw_skeleton(rgb, ref.keypoints, ref.scores, bbox_xywh=list(ref.bbox_xywh), threshold=threshold,
-                              draw_extra=draw_extra)
+        drawn = draw_skeleton(rgb, ref.keypoints, ref.visible(threshold).astype(float), bbox_xywh=list(ref.bbox_xywh),
+                              threshold=0.5, draw_extra=draw_extra)
         assert np.array_equal(np.rint(preview[i].numpy() * 255).astype(np.uint8), drawn)
         assert not np.array_equal(drawn, rgb)  # something was drawn
 
 
-def test_cancel_between_images_is_comfyuis_exception_and_models_go_back(pack):
+def test_cancel_between_images_is_comfyuis_exception(pack):
     mm = pack.modules["comfy.model_management"]
 
     def hook(value, total, preview, node_id=None):
@@ -140,4 +154,49 @@ def test_cancel_between_images_is_comfyuis_exception_and_models_go_back(pack):
     pack.utils.PROGRESS_BAR_HOOK = hook
     with pytest.raises(mm.InterruptProcessingException):
         pose(pack, images(4), bbox=[[0, 0, W, H]])
-    assert pack.calls[-1] == "soft_empty_cache"
+    assert ("progress", 4) in pack.calls
+
+
+def test_several_boxes_per_image_give_one_person_and_annotation_each(pack):
+    image = images(2, seed=9)
+    boxes = [[[1, 1, 12, 20], [16, 2, 15, 21]], [[4, 3, 20, 18]]]  # two characters, then one
+    (kps, control, coco, heat, preview), _ = pose(pack, image, bbox=boxes, draw_extra=True)
+    ref = library_characters(pack, image, boxes)
+    assert [len(f["people"]) for f in kps] == [2, 1]
+    assert kps == to_pose_keypoint([[p.openpose() for p in ps] for ps in ref], [(H, W)] * 2)
+    data = json.loads(coco)
+    assert [(a["id"], a["image_id"]) for a in data["annotations"]] == [(1, 1), (2, 1), (3, 2)]
+    # largest first
+    assert [a["bbox"] for a in data["annotations"]] == [[16, 2, 15, 21], [1, 1, 12, 20], [4, 3, 20, 18]]
+    rgb = np.asarray(from_array(image[0].numpy()))
+    assert np.array_equal(np.rint(preview[0].numpy() * 255).astype(np.uint8), draw_poses(rgb, ref[0], draw_extra=True))
+    expected = np.maximum(*(pose_heatmap(p) for p in ref[0]))
+    assert torch.allclose(heat[0], torch.from_numpy(expected))
+    # the same boxes as [x0, y0, x1, y1] (Florence2, SAM2, YOLO) with bbox_format xyxy
+    xyxy = [[[x, y, x + w, y + h] for x, y, w, h in per_image] for per_image in boxes]
+    assert pose(pack, image, bbox=xyxy, bbox_format="xyxy")[0][0] == kps
+
+
+def test_an_empty_character_mask_poses_nobody_and_says_so(pack):
+    image, empty = images(2, seed=10), torch.zeros(2, H, W)
+    (kps, control, coco, heat, preview), ui = pose(pack, image, character_mask=empty)
+    assert [f["people"] for f in kps] == [[], []] and json.loads(coco)["annotations"] == []
+    assert not control.any() and not heat.any()
+    for i in range(2):  # the image itself, nothing drawn
+        drawn = np.rint(preview[i].numpy() * 255).astype(np.uint8)
+        assert np.array_equal(drawn, np.asarray(from_array(image[i].numpy())))
+    assert len(ui["text"]) == 2 and all("no character found" in t for t in ui["text"])
+    (kps, _, coco, _, _), _ = pose(pack, image, character_mask=empty, characters=1)  # the reference: whole image
+    assert [a["bbox"] for a in json.loads(coco)["annotations"]] == [[0, 0, W, H]] * 2
+
+
+def test_several_masks_for_one_image_are_one_character_each(pack):
+    image, masks = images(1, seed=11), torch.zeros(2, H, W)
+    masks[0, 2:20, 2:12] = 1.0
+    masks[1, 4:22, 18:30] = 1.0
+    (kps, _, coco, _, _), _ = pose(pack, image, character_mask=masks)
+    assert [a["bbox"] for a in json.loads(coco)["annotations"]] == [[17, 3, 13, 19], [1, 1, 11, 19]]
+    ref = library_characters(pack, image, masks=[[(m.numpy() * 255).astype(np.uint8) for m in masks]])
+    assert kps == to_pose_keypoint([[p.openpose() for p in ref[0]]], [(H, W)])
+    one = masks.sum(0, keepdim=True)  # both in one mask: the split finds the two characters
+    assert pose(pack, image, character_mask=one)[0][0] == kps

@@ -65,7 +65,7 @@ def test_the_transparency_mask_makes_transparent_pixels_white(pack):
                                                        rel=0, abs=1e-4)
 
 
-def test_cancel_stops_the_batch_and_still_offloads(pack):
+def test_cancel_stops_the_batch(pack):
     mm = pack.modules["comfy.model_management"]
     seen = []
 
@@ -76,4 +76,4 @@ def test_cancel_stops_the_batch_and_still_offloads(pack):
     pack.utils.PROGRESS_BAR_HOOK = hook
     with pytest.raises(mm.InterruptProcessingException):  # ComfyUI's own exception, not wrapped
         tag(pack, torch.rand(4, 24, 32, 3))
-    assert seen == [1] and pack.calls[-1] == "soft_empty_cache"
+    assert seen == [1]  # the model stays loaded: ComfyUI's memory manager unloads it when it needs to

@@ -1,4 +1,5 @@
-"""Example workflows: UI-format JSON that ComfyUI's frontend loads without missing nodes or widget errors.
+"""Example workflows: UI-format JSON that ComfyUI's frontend loads without missing nodes or widget errors,
+under short titles in the template browser.
 
 Each node type must be one of the pack's or a core node listed below (ComfyUI 0.3.64, widget
 inputs in the order the frontend stores them), and ``widgets_values`` must match those widgets in
@@ -8,6 +9,7 @@ order and type -- the drift that UI workflows are prone to when inputs change.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -76,10 +78,13 @@ def node_types(loaded_pack):
     return {**CORE_NODES, **pack_node_types(loaded_pack)}
 
 
-def test_there_are_four_examples_each_with_a_thumbnail():
-    assert [w.stem for w in WORKFLOWS] == ["illustpose_batch_annotate", "illustpose_controlnet_openpose",
-                                           "illustpose_pose_reference_search", "illustpose_segment_tag_pose"]
+def test_there_are_four_examples_each_with_a_short_title_and_a_thumbnail():
+    """ComfyUI 0.3.64's template browser (frontend 1.27) shows a pack's template under its file name, and
+    as its description the same name with '-' and '_' as spaces: the file name is the title."""
+    assert [w.stem for w in WORKFLOWS] == ["Annotate a folder", "Mask, tags and pose", "Pose reference search",
+                                           "Pose to ControlNet"]
     for w in WORKFLOWS:
+        assert len(w.stem) <= 24 and re.fullmatch(r"[A-Z][A-Za-z ,]+", w.stem), w.stem  # fits a card, reads as words
         with Image.open(w.with_suffix(".jpg")) as thumb:
             assert thumb.format == "JPEG" and thumb.width >= 256
 
@@ -108,8 +113,13 @@ def test_workflow_structure(path: Path, node_types):
             if name in spec.get("after", {}):
                 assert values.pop(0) in spec["after"][name]
         assert values == [], f"{path.name} node {n['id']} ({n['type']}): extra widgets_values {values}"
-        assert [(i["name"], i["type"]) for i in n["inputs"]] == [(k, t) for k, t in spec["inputs"].items()
-                                                                   if any(i["name"] == k for i in n["inputs"])]
+        sockets = [i for i in n["inputs"] if "widget" not in i]
+        assert [(i["name"], i["type"]) for i in sockets] == [(k, t) for k, t in spec["inputs"].items()
+                                                             if any(i["name"] == k for i in sockets)]
+        for i in n["inputs"]:  # a widget fed by a link: listed after the sockets, its value kept in widgets_values
+            if "widget" in i:
+                assert i["widget"] == {"name": i["name"]} and i["link"] is not None
+                assert (i["name"], i["type"]) in {(name, kind) for name, kind, _ in spec["widgets"]}
         assert [o["type"] for o in n["outputs"]] == spec["outputs"]
         if "names" in spec:
             assert [o["name"] for o in n["outputs"]] == spec["names"]
@@ -121,3 +131,13 @@ def test_workflow_structure(path: Path, node_types):
         out, inp = nodes[src]["outputs"][src_slot], nodes[dst]["inputs"][dst_slot]
         assert out["type"] == kind and inp["type"] in (kind, "*"), f"{path.name}: link {link_id} {kind} -> {inp}"
         assert link_id in out["links"] and inp["link"] == link_id
+
+
+def test_reference_search_names_each_reference_after_its_file():
+    """Load Image Folder's filenames feed Pose Index Add's sources: results carry the reference's file name
+    instead of image_<hash>.png."""
+    wf = json.loads((REPO / "example_workflows" / "Pose reference search.json").read_text())
+    nodes = {n["id"]: n for n in wf["nodes"]}
+    wired = {(nodes[src]["type"], nodes[src]["outputs"][s]["name"], nodes[dst]["type"], nodes[dst]["inputs"][d]["name"])
+             for _, src, s, dst, d, _ in wf["links"]}
+    assert ("LoadImageFolder|illustpose", "filenames", "PoseIndexAdd|illustpose", "sources") in wired
