@@ -26,8 +26,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
-from bench_extreme_images import cpu_flags  # noqa: E402
-from bench_pipeline import record  # noqa: E402
+from common import add_record_arguments, cpu_flags, record  # noqa: E402
 from illustpose.checkpoints import save_safetensors  # noqa: E402
 from illustpose.cli import main as cli  # noqa: E402
 from illustpose.models.tagger import DanbooruTaggerNet  # noqa: E402
@@ -53,7 +52,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", default="0,1,2,4", help="comma-separated loader thread counts")
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--no-record", action="store_true")
+    add_record_arguments(p)
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -76,10 +75,7 @@ def main() -> None:
     text = (f"CPU flags: {cpu_flags()}; torch threads {torch.get_num_threads()}. `caption` over {args.images} "
             f"generated {args.size}x{args.size} images (half JPEG, half PNG), random full-size tagger weights, fp32, "
             f"batch {args.batch_size}; the model load is included in each run.\n\n" + "\n".join(rows) + "\n")
-    if args.no_record:
-        print(text)
-    else:
-        record("bench_batch.py", "cpu", text)
+    record("bench_batch.py", "cpu", text, args)
 
 
 def _timed(argv: list[str]) -> float:

@@ -8,10 +8,11 @@ finding the graph in a cache) and then the per-image time (best of a few calls).
 
 Shape policies:
 
-* ``library``: ``compile()`` as shipped (the batch dimension marked dynamic on every call);
+* ``library``: ``compile()`` as shipped (the batch dimension marked dynamic on every call, and
+  for the segmenter height and width too);
 * ``before``: no marks, torch's automatic dynamic shapes (``compile()`` before issue 17);
 * ``static``: ``dynamic=False``, every new shape compiles a graph of its own;
-* ``dynamic``: batch, height and width marked dynamic.
+* ``dynamic``: batch, height and width marked dynamic, whatever the detector.
 
 Caches: ``cold`` = an empty ``TORCHINDUCTOR_CACHE_DIR`` (a machine's first run), ``warm`` = the
 folder the ``cold`` run of the same policy filled (a second process), ``off`` = the FX graph,

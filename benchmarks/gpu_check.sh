@@ -26,7 +26,7 @@ set -u
 cd "$(dirname "$0")/.."
 DEVICE=cuda
 QUICK=""
-STEPS="devicetests,precision,pipeline,suite,compile"
+STEPS="devicetests,precision,pipeline,suite,compile,precisioncompile"
 while [ $# -gt 0 ]; do
     case "$1" in
         --device) DEVICE="$2"; shift 2 ;;
@@ -101,7 +101,7 @@ if [ -n "$QUICK" ]; then  # the dry run: the model-output tests, and every bench
 else
     PLAN=480; PREC_PATHS=fp32,fp16,bf16
     PIPE_ARGS="--paths fp32,fp16,fp16+compile --batches 8,32,64,128,256"
-    COMPILE_ARGS="--models feat_match,segmenter --runs library:cold,library:warm,dynamic:cold"
+    COMPILE_ARGS="--models segmenter,feat_match --runs library:cold,library:warm,static:cold"
 fi
 # the exact path keeps TF32 off by itself (Detector switches it off around fp32 forward passes)
 wanted devicetests && step "tests that take a device, --device $DEVICE" $(( PLAN / 4 )) tests.log \
@@ -122,11 +122,19 @@ if wanted compile; then
         STATUS+=("bench_compile: skipped, $(left $PLAN) s left of the ${PLAN} s plan; rerun with --steps compile")
     fi
 fi
+if wanted precisioncompile && [ -z "$QUICK" ]; then
+    if [ "$(left $PLAN)" -gt 20 ]; then
+        step "bench_precision, compiled" "$(left $PLAN)" precision.log \
+            "$PY" benchmarks/bench_precision.py --device "$DEVICE" --paths fp32+compile,fp16+compile --results "$RESULTS"
+    else
+        STATUS+=("bench_precision, compiled: skipped; rerun with --steps precisioncompile")
+    fi
+fi
 
 {
     echo "# gpu_check.sh --device $DEVICE $QUICK: $(date -u +%Y-%m-%d), $(( $(date +%s) - START )) s"
     printf -- '- %s\n' "${STATUS[@]}"
-    grep -hE "^(FAILED|ERROR) |[0-9]+ (passed|failed)" "$OUT/tests.log" | tail -40
+    grep -hE "^(FAILED|ERROR) |[0-9]+ (passed|failed)" "$OUT/tests.log" 2>/dev/null | tail -40
 } | tee "$OUT/summary.txt"
 cat "$OUT/summary.txt" "$RESULTS" >"$OUT/results.tmp" && mv "$OUT/results.tmp" "$RESULTS"
 rm -f "$OUT/summary.txt"

@@ -153,9 +153,8 @@ class Detector:
                           "slower than fp32; use fp32 (--precision auto)", stacklevel=2)
         return self
 
-    #: input dimensions a compiled detector marks dynamic on each call: the batch.  Height and
-    #: width are not: the segmenter compiled for dynamic sizes ran 2-5x slower per image than
-    #: eager on the CPU (benchmarks/RESULTS.md), so each new image size gets a graph of its own.
+    #: input dimensions a compiled detector marks dynamic on each call: the batch, and for a
+    #: detector whose input size follows the image (the segmenter) height and width too
     dynamic_dims: tuple[int, ...] = (0,)
 
     def compile(self) -> "Detector":
@@ -171,10 +170,10 @@ class Detector:
           ``TORCHINDUCTOR_CACHE_DIR`` (when unset it is set, for this process, to
           :func:`compile_cache_dir`), so another process compiling the same network on the
           same machine and torch version reuses them;
-        * dynamic batch: each call marks :attr:`dynamic_dims` of its input dynamic, so a
-          second batch size compiles once more into a graph that serves every later batch size
-          (PyTorch always gives batch size 1 a graph of its own).  A new image size still
-          compiles, or comes from the cache.
+        * dynamic shapes: each call marks :attr:`dynamic_dims` of its input dynamic, so one
+          graph serves every batch size past 1 (PyTorch gives batch size 1 a graph of its own)
+          and, for the segmenter, every image size: on the CPU as fast per image as a graph
+          compiled for one size (benchmarks/RESULTS.md).
 
         Call it after :meth:`to`; compile errors (e.g. no C++ compiler for the CPU backend)
         surface at that first call.

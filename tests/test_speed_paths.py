@@ -177,18 +177,35 @@ def test_compile_keeps_its_caches_in_the_user_cache_unless_told(monkeypatch, tmp
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
 
 
-def test_a_compiled_detector_compiles_once_for_every_batch_size_past_one(monkeypatch, device):
-    """The batch dimension is marked dynamic: batch 2 compiles, 3 and 5 reuse that graph (before,
-    torch's automatic dynamic shapes compiled batch 3 again)."""
+def _count_compiles(monkeypatch):
     from torch._dynamo.testing import CompileCounter
 
     counter = CompileCounter()
     real_compile = torch.compile
     monkeypatch.setattr(torch, "compile", lambda net, **kw: real_compile(net, backend=counter))
     torch._dynamo.reset()
+    return counter
+
+
+def test_a_compiled_detector_compiles_once_for_every_batch_size_past_one(monkeypatch, device):
+    """The batch dimension is marked dynamic: batch 2 compiles, 3 and 5 reuse that graph (before,
+    torch's automatic dynamic shapes compiled batch 3 again)."""
+    counter = _count_compiles(monkeypatch)
     det = _TinyDetector().to(device).compile()
     outs = [det.forward(torch.rand(b, 3, 8, 8)) for b in (2, 3, 5)]
     assert [tuple(o.shape) for o in outs] == [(2, 4, 8, 8), (3, 4, 8, 8), (5, 4, 8, 8)]
     assert counter.frame_count == 1
     x = torch.rand(3, 3, 8, 8)
     assert torch.equal(det.forward(x), _TinyDetector().to(device).forward(x))  # same seed, eager
+
+
+def test_a_compiled_segmenter_compiles_once_for_every_image_size(monkeypatch, device):
+    """Its height and width are marked dynamic too: its input follows each image's aspect ratio."""
+    from illustpose.models.segmenter import CharacterSegmenter, CharacterSegmenterNet
+
+    counter = _count_compiles(monkeypatch)
+    torch.manual_seed(0)
+    seg = CharacterSegmenter(CharacterSegmenterNet()).to(device).compile()
+    sizes = ((96, 128), (128, 96), (96, 160))  # past a size threshold in convolution layout choice
+    assert [tuple(seg.forward(torch.rand(1, 3, h, w)).shape) for h, w in sizes] == [(1, 2, h, w) for h, w in sizes]
+    assert counter.frame_count == 1

@@ -90,6 +90,7 @@ class CharacterSegmenter(Detector):
     """
 
     task = "segment"
+    dynamic_dims = (0, 2, 3)  # compiled: the input's size follows each image's aspect ratio
 
     def __init__(self, net: CharacterSegmenterNet, *, size: int = 256, bbox_threshold: float = 0.5, **kw):
         super().__init__(net, kind="segmenter", **kw)
