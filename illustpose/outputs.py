@@ -28,10 +28,10 @@ from .fileio import write_text
 from .images import save_png
 from .keypoints import to_coco_annotation, to_pose_keypoint
 from .pipeline import Annotation
-from .render import draw_skeleton, render_pose_keypoint
+from .render import draw_pose_results, render_pose_keypoint
 from .results import TagResult
 
-__all__ = ["JSON_DECIMALS", "caption", "select_tags", "pose_document", "draw_poses", "write_annotation"]
+__all__ = ["JSON_DECIMALS", "caption", "select_tags", "pose_document", "write_annotation"]
 
 #: decimal places of the numbers in the pose files (1/10,000 of a pixel; scores likewise)
 JSON_DECIMALS = 4
@@ -121,17 +121,5 @@ def write_annotation(out_stem: Path, image: Image.Image, ann: Annotation, *, tag
         pose_keypoint = to_pose_keypoint([[p.openpose() for p in ann.poses]], [hw])
         _write_json(path(".pose_keypoint.json"), pose_keypoint)
         save_png(path(".openpose.png"), Image.fromarray(render_pose_keypoint(pose_keypoint)[0], "RGB"))
-        save_png(path(".pose.png"), Image.fromarray(draw_poses(np.asarray(image.convert("RGB")), ann.poses), "RGB"))
+        save_png(path(".pose.png"), Image.fromarray(draw_pose_results(np.asarray(image.convert("RGB")), ann.poses), "RGB"))
     return written
-
-
-def draw_poses(rgb: np.ndarray, poses, threshold: float = 0.0, draw_extra: bool = False) -> np.ndarray:
-    """Each pose's box and skeleton (its :meth:`~illustpose.results.PoseResult.visible` joints)
-    drawn over ``rgb`` (uint8 (H, W, 3), not modified) by :func:`illustpose.render.draw_skeleton`;
-    a new array, a copy of ``rgb`` when there is no pose."""
-    out = rgb.copy()
-    for p in poses:
-        # draw_skeleton draws the joints whose score reaches its threshold: 1/0 says which
-        out = draw_skeleton(out, p.keypoints, p.visible(threshold).astype(np.float64), bbox_xywh=list(p.bbox_xywh),
-                            threshold=0.5, draw_extra=draw_extra)
-    return out

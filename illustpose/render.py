@@ -37,6 +37,7 @@ __all__ = [
     "draw_openpose",
     "render_pose_keypoint",
     "draw_skeleton",
+    "draw_pose_results",
 ]
 
 
@@ -304,3 +305,15 @@ def draw_skeleton(
         if visible:
             cv2.circle(canvas, point, t << _SHIFT, _MARK_COLOR, -1, cv2.LINE_AA, _SHIFT)
     return canvas
+
+
+def draw_pose_results(rgb: np.ndarray, poses, threshold: float = 0.0, draw_extra: bool = False) -> np.ndarray:
+    """Each pose's box and skeleton (its :meth:`~illustpose.results.PoseResult.visible` joints)
+    drawn over ``rgb`` (uint8 (H, W, 3), not modified) by :func:`draw_skeleton`;
+    a new array, a copy of ``rgb`` when there is no pose."""
+    out = rgb.copy()
+    for p in poses:
+        # draw_skeleton draws the joints whose score reaches its threshold: 1/0 says which
+        out = draw_skeleton(out, p.keypoints, p.visible(threshold).astype(np.float64), bbox_xywh=list(p.bbox_xywh),
+                            threshold=0.5, draw_extra=draw_extra)
+    return out

@@ -12,7 +12,7 @@ from illustpose.characters import BOX_FORMATS, MIN_AREA, boxes_per_image
 from illustpose.datasets import coco_document
 from illustpose.heatmaps import pose_heatmap
 from illustpose.keypoints import ALL_KEYPOINTS, to_coco_annotation, to_pose_keypoint
-from illustpose.outputs import draw_poses
+from illustpose.render import draw_pose_results
 from illustpose.pipeline import Pipeline
 from illustpose.render import render_pose_keypoint
 from illustpose.results import PoseResult
@@ -139,7 +139,7 @@ class IllustratedPose(io.ComfyNode):
             if not poses:
                 empty.append(f"Illustrated Pose: image {i} (0-based) of {batch}: no character found (empty mask or no "
                              "box); set characters to 1 to pose the whole image")
-            return poses, draw_poses(np.asarray(im.convert("RGB")), poses, confidence_threshold, draw_extra)
+            return poses, draw_pose_results(np.asarray(im.convert("RGB")), poses, confidence_threshold, draw_extra)
 
         with on_device(pipeline.segmenter, pose_model):
             results, messages = each_image(estimate, image, node="Illustrated Pose")

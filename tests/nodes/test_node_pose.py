@@ -12,7 +12,7 @@ from illustpose.geometry import bbox_from_mask, bbox_rc_to_xywh
 from illustpose.heatmaps import heatmap_on_image, pose_heatmap
 from illustpose.images import from_array
 from illustpose.keypoints import coco17_to_openpose18, parse_pose_keypoint, to_pose_keypoint
-from illustpose.outputs import draw_poses
+from illustpose.render import draw_pose_results
 from illustpose.pipeline import Pipeline
 from illustpose.render import draw_skeleton, render_pose_keypoint
 
@@ -169,7 +169,7 @@ def test_several_boxes_per_image_give_one_person_and_annotation_each(pack):
     # largest first
     assert [a["bbox"] for a in data["annotations"]] == [[16, 2, 15, 21], [1, 1, 12, 20], [4, 3, 20, 18]]
     rgb = np.asarray(from_array(image[0].numpy()))
-    assert np.array_equal(np.rint(preview[0].numpy() * 255).astype(np.uint8), draw_poses(rgb, ref[0], draw_extra=True))
+    assert np.array_equal(np.rint(preview[0].numpy() * 255).astype(np.uint8), draw_pose_results(rgb, ref[0], draw_extra=True))
     expected = np.maximum(*(pose_heatmap(p) for p in ref[0]))
     assert torch.allclose(heat[0], torch.from_numpy(expected))
     # the same boxes as [x0, y0, x1, y1] (Florence2, SAM2, YOLO) with bbox_format xyxy
