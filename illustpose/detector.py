@@ -271,9 +271,9 @@ def compile_cache_dir() -> Path:
     """Where :meth:`Detector.compile` keeps torch's compile caches unless ``TORCHINDUCTOR_CACHE_DIR``
     says otherwise: ``compile`` in illustpose's user cache folder (``$XDG_CACHE_HOME/illustpose``,
     else ``~/.cache/illustpose``).  Deleting it only costs the next compile its full time."""
-    from .weights import _user_cache
+    from .weights import user_cache_dir
 
-    return _user_cache() / "compile"
+    return user_cache_dir() / "compile"
 
 
 def check_device(device: str | torch.device) -> torch.device:

@@ -49,11 +49,11 @@ from .errors import WeightsNotFoundError
 from .fileio import atomic_path, sha256_file, write_text
 from .registry import DRIVE_ZIP, KnownFile, format_size, known_files
 
-__all__ = ["PACK_WEIGHTS_DIR", "PROBE_TIMEOUT", "is_offline", "resolve", "resolve_all", "find_local",
+__all__ = ["PACK_WEIGHTS_DIR", "user_cache_dir", "PROBE_TIMEOUT", "is_offline", "resolve", "resolve_all", "find_local",
            "search_folders", "tags_path_for", "HASHES_FILE", "hash_records", "zip_record"]
 
 
-def _user_cache() -> Path:
+def user_cache_dir() -> Path:
     """illustpose's folder in the user's cache: ``$XDG_CACHE_HOME/illustpose``, else ``~/.cache/illustpose``."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "illustpose")
 
@@ -61,11 +61,11 @@ def _user_cache() -> Path:
 def _pack_weights_dir() -> Path:
     """The checkout's ``weights/`` folder when the library runs from a clone (editable install,
     ComfyUI pack); for an installed wheel, which ships no such folder, ``weights/`` in the
-    user's cache (:func:`_user_cache`)."""
+    user's cache (:func:`user_cache_dir`)."""
     root = Path(__file__).resolve().parent.parent
     if (root / "pyproject.toml").is_file() and (root / "weights").is_dir():
         return root / "weights"
-    return _user_cache() / "weights"
+    return user_cache_dir() / "weights"
 
 
 #: The pack's ``weights/`` folder (a clone's, else the user's cache folder), searched after
@@ -303,7 +303,7 @@ def _source_urls(f: KnownFile) -> list[str]:
 
 def _zip_cache(cache_dir: str | os.PathLike | None) -> Path:
     """The folder that keeps the downloaded authors' zip (:func:`resolve`'s ``cache_dir``)."""
-    return Path(cache_dir) if cache_dir else _user_cache()
+    return Path(cache_dir) if cache_dir else user_cache_dir()
 
 
 def _unreachable(url: str, hosts: dict) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -52,8 +53,11 @@ def drawing(tmp_path_factory) -> Path:
 def wheel_site(tmp_path_factory) -> Path:
     """The project built as a wheel and installed (without dependencies) into a folder of its own."""
     tmp = tmp_path_factory.mktemp("wheel")
+    # built from a copy: setuptools leaves build/ and *.egg-info beside the sources it builds
+    src = shutil.copytree(REPO, tmp / "src", ignore=shutil.ignore_patterns(
+        ".git", ".venv", ".gl", "build", "dist", "*.egg-info", "__pycache__", "weights", "tests", "benchmarks"))
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(tmp / "dist"), str(REPO)], capture_output=True, text=True, timeout=300)
+                            "-w", str(tmp / "dist"), str(src)], capture_output=True, text=True, timeout=300)
     if build.returncode != 0:
         pytest.fail(f"building the wheel failed:\n{build.stderr[-2000:]}")
     wheel, = (tmp / "dist").glob("illustpose-*.whl")
