@@ -25,12 +25,12 @@ from PIL import Image
 from illustpose.errors import IllustposeError
 from illustpose.images import from_array
 
-from ._api import SEGMENTER, io
+from ._api import SEGMENTER, io, ui
 
 __all__ = [
     "IllustposeNodeError", "reports_errors", "split_alpha", "fit_mask", "to_pil_images", "image_tensor",
     "to_output", "on_device", "model_patcher", "map_with_progress", "each_image", "MAX_RESOLUTION",
-    "transparency_input", "xinsr_input", "resolution_input", "box_segmenter_input",
+    "transparency_input", "xinsr_input", "resolution_input", "box_segmenter_input", "preview_input", "preview_ui",
 ]
 
 log = logging.getLogger(__name__)
@@ -239,6 +239,21 @@ def xinsr_input() -> io.Boolean.Input:
     """cn_aux's limb widening for xinsir's SDXL OpenPose ControlNet."""
     return io.Boolean.Input("xinsr_stick_scaling", default=False, tooltip=(
         "Thicker limbs on large images, for xinsir's SDXL OpenPose ControlNet (cn_aux's option)."))
+
+
+def preview_input(what: str) -> io.Boolean.Input:
+    """The optional switch (on by default) that shows ``what`` on the node itself; optional and
+    last, so workflows saved before it keep their widget values."""
+    return io.Boolean.Input("show_preview", default=True, optional=True, tooltip=(
+        f"Show {what} on the node, as Preview Image would (PNG files in ComfyUI's temp folder). Off: nothing is "
+        "saved or shown."))
+
+
+def preview_ui(images: torch.Tensor, cls, show: bool) -> dict:
+    """The node's UI entries showing IMAGE ``images`` (``[B, H, W, 3]`` floats in 0..1) on the node:
+    ComfyUI's ``ui.PreviewImage`` (PNGs in the temp folder, as the Preview Image node saves them)
+    as a dict, so the node can add its own entries; ``{}`` when ``show`` is off (nothing written)."""
+    return ui.PreviewImage(images, cls=cls).as_dict() if show else {}
 
 
 def resolution_input(default: int, zero: str) -> io.Int.Input:

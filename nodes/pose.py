@@ -24,6 +24,8 @@ from ._common import (
     each_image,
     image_tensor,
     on_device,
+    preview_input,
+    preview_ui,
     reports_errors,
     resolution_input,
     to_output,
@@ -71,7 +73,7 @@ class IllustratedPose(io.ComfyNode):
             description="Estimates the pose of each character in each illustration (reference pose_estimator.py, "
                         "run once per character): COCO keypoints as POSE_KEYPOINT and an OpenPose ControlNet "
                         "image, drawn exactly as comfyui_controlnet_aux draws them. Joints outside the image or "
-                        "far from their character's mask are left out.",
+                        "far from their character's mask are left out. The preview is also shown on the node.",
             inputs=[
                 io.Image.Input("image", tooltip="Illustrations with one or more characters each, any size."),
                 POSE_MODEL.Input("pose_model", tooltip="From Load Pose Estimator."),
@@ -105,6 +107,7 @@ class IllustratedPose(io.ComfyNode):
                 io.Combo.Input("bbox_format", options=list(BOX_FORMATS), default=BOX_FORMATS[0], optional=True,
                                tooltip=("How plain lists of 4 numbers in bbox are read: xywh = [x, y, w, h] (ours, "
                                         "KJNodes), xyxy = [x0, y0, x1, y1] (Florence2, SAM2, YOLO).")),
+                preview_input("the preview output (each character's skeleton over its image)"),
             ],
             outputs=[
                 POSE_KEYPOINT.Output(display_name="pose_keypoint", tooltip=(
@@ -126,7 +129,7 @@ class IllustratedPose(io.ComfyNode):
     @reports_errors
     def execute(cls, image, pose_model, confidence_threshold, resolution, draw_extra, heatmap_joint,
                 xinsr_stick_scaling, segmenter=None, character_mask=None, bbox=None, characters=0,
-                min_area=MIN_AREA, bbox_format=BOX_FORMATS[0]):
+                min_area=MIN_AREA, bbox_format=BOX_FORMATS[0], show_preview=True):
         batch, hw = image.shape[0], tuple(image.shape[1:3])
         boxes, masks = given_characters(batch, hw, bbox, bbox_format, character_mask)
         pipeline = Pipeline(segmenter if boxes is None and masks is None else None, None, pose_model,
@@ -148,15 +151,15 @@ class IllustratedPose(io.ComfyNode):
         people = [[p.openpose(confidence_threshold) for p in ps or ()] for ps in poses]
         pose_keypoint = to_pose_keypoint(people, [hw] * batch)
         control = render_pose_keypoint(pose_keypoint, resolution or None, xinsr_stick_scaling=xinsr_stick_scaling)
-        previews = [np.zeros((*hw, 3), np.uint8) if r is None else r[1] for r in results]
+        previews = image_tensor([np.zeros((*hw, 3), np.uint8) if r is None else r[1] for r in results])
         joint = None if heatmap_joint == ALL_JOINTS else heatmap_joint
         heatmaps = torch.from_numpy(np.stack([np.max([pose_heatmap(p, joint) for p in ps], axis=0) if ps
                                               else np.zeros(hw, np.float32) for ps in poses]))
-        ui = {"openpose_json": [json.dumps(pose_keypoint)]}
+        shown = {**preview_ui(previews, cls, show_preview), "openpose_json": [json.dumps(pose_keypoint)]}
         if messages or empty:
-            ui["text"] = messages + empty
+            shown["text"] = messages + empty
         return io.NodeOutput(pose_keypoint, image_tensor(control), coco_json(poses, hw, confidence_threshold),
-                             to_output(heatmaps), image_tensor(previews), ui=ui)
+                             to_output(heatmaps), previews, ui=shown)
 
 
 NODES = [IllustratedPose]

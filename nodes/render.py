@@ -7,7 +7,8 @@ import numpy as np
 from illustpose.render import render_pose_keypoint
 
 from ._api import POSE_KEYPOINT, io
-from ._common import IllustposeNodeError, image_tensor, reports_errors, resolution_input, xinsr_input
+from ._common import (IllustposeNodeError, image_tensor, preview_input, preview_ui, reports_errors, resolution_input,
+                      xinsr_input)
 
 
 def pad_to_largest(images: list[np.ndarray]) -> list[np.ndarray]:
@@ -26,13 +27,14 @@ class RenderOpenPose(io.ComfyNode):
             display_name="Render OpenPose (illustpose)",
             category="illustpose/pose",
             description="Draws POSE_KEYPOINT bodies as OpenPose control images, pixel for pixel as "
-                        "comfyui_controlnet_aux draws them; every frame, bodies only.",
+                        "comfyui_controlnet_aux draws them; every frame, bodies only; shown on the node.",
             inputs=[
                 POSE_KEYPOINT.Input("pose_keypoint", tooltip=(
                     "Poses from Illustrated Pose, Load Pose Keypoints, DWPose or an editor; pixel or normalised "
                     "coordinates; a joint is drawn when its confidence is 1.")),
                 resolution_input(0, "each frame's canvas size"),
                 xinsr_input(),
+                preview_input("the OpenPose images"),
             ],
             outputs=[io.Image.Output(display_name="openpose_image", tooltip=(
                 "One control image per frame; frames of different sizes are padded with black to the largest."))],
@@ -40,11 +42,12 @@ class RenderOpenPose(io.ComfyNode):
 
     @classmethod
     @reports_errors
-    def execute(cls, pose_keypoint, resolution, xinsr_stick_scaling):
+    def execute(cls, pose_keypoint, resolution, xinsr_stick_scaling, show_preview=True):
         images = render_pose_keypoint(pose_keypoint, resolution or None, xinsr_stick_scaling=xinsr_stick_scaling)
         if not images:
             raise IllustposeNodeError("pose_keypoint holds no frames: nothing to render")
-        return io.NodeOutput(image_tensor(pad_to_largest(images)))
+        out = image_tensor(pad_to_largest(images))
+        return io.NodeOutput(out, ui=preview_ui(out, cls, show_preview) or None)
 
 
 NODES = [RenderOpenPose]

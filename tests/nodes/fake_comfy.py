@@ -2,21 +2,25 @@
 
 Each stand-in keeps the names, signatures and behaviour the nodes rely on, as ComfyUI 0.3.64
 defines them (``comfy/model_management.py``, ``comfy/model_patcher.py``, ``comfy/utils.py``,
-``folder_paths.py``, ``comfy_api/latest/_io.py`` and the versioned ``comfy_api/v0_0_2``); the
+``folder_paths.py``, ``comfy_api/latest/_io.py``, ``_ui.py`` and the versioned ``comfy_api/v0_0_2``); the
 tests put them in ``sys.modules`` with ``patch.dict``, as ComfyUI's own unit tests mock ``nodes``
 and ``server``.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import random
 import types
 import weakref
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 
 
 def _module(name: str, **attrs) -> types.ModuleType:
@@ -195,9 +199,9 @@ def make_comfy(calls: list) -> dict[str, types.ModuleType]:
 
 
 def make_folder_paths(base: str) -> types.ModuleType:
-    """``folder_paths`` over ``base/models``, ``base/input`` and ``base/output``."""
+    """``folder_paths`` over ``base/models``, ``base/input``, ``base/output`` and ``base/temp``."""
     fp = _module("folder_paths", models_dir=os.path.join(base, "models"), folder_names_and_paths={})
-    for d in ("models", "input", "output"):
+    for d in ("models", "input", "output", "temp"):
         os.makedirs(os.path.join(base, d), exist_ok=True)
 
     def add_model_folder_path(folder_name, full_folder_path, is_default=False):
@@ -253,6 +257,7 @@ def make_folder_paths(base: str) -> types.ModuleType:
         get_full_path=get_full_path,
         get_input_directory=lambda: os.path.join(base, "input"),
         get_output_directory=lambda: os.path.join(base, "output"),
+        get_temp_directory=lambda: os.path.join(base, "temp"),
         get_annotated_filepath=get_annotated_filepath,
         get_save_image_path=get_save_image_path,
     )
@@ -359,16 +364,54 @@ class ComfyNode:
         raise NotImplementedError
 
 
+class _UIOutput(ABC):
+    @abstractmethod
+    def as_dict(self) -> dict:
+        ...
+
+
+class SavedResult(dict):
+    def __init__(self, filename: str, subfolder: str, type: str):
+        super().__init__(filename=filename, subfolder=subfolder, type=type)
+
+
+class PreviewImage(_UIOutput):
+    """``comfy_api.latest._ui.PreviewImage``: each image of an IMAGE batch saved as a PNG in the
+    temp folder (``ImageSaveHelper.save_images``: prefix ``ComfyUI_temp_`` + 5 random letters,
+    ``folder_paths.get_save_image_path``'s counter, ``<prefix>_<counter:05>_.png``, floats to
+    bytes by ``clip(255 * x)``, compress level 1); ``as_dict`` is what the frontend receives."""
+
+    folder_paths = None  # the module it saves through (None: import it when saving, as ComfyUI does)
+
+    def __init__(self, image, animated: bool = False, cls=None, **kwargs):
+        fp = self.folder_paths or importlib.import_module("folder_paths")
+        prefix = "ComfyUI_temp_" + "".join(random.choice("abcdefghijklmnopqrstupvxyz") for _ in range(5))
+        folder, filename, counter, subfolder, _ = fp.get_save_image_path(
+            prefix, fp.get_temp_directory(), image[0].shape[1], image[0].shape[0])
+        self.values = []
+        for batch_number, t in enumerate(image):
+            file = f"{filename.replace('%batch_num%', str(batch_number))}_{counter:05}_.png"
+            Image.fromarray(np.clip(255.0 * t.cpu().numpy(), 0, 255).astype(np.uint8)).save(
+                os.path.join(folder, file), compress_level=1)
+            self.values.append(SavedResult(file, subfolder, "temp"))
+            counter += 1
+        self.animated = animated
+
+    def as_dict(self) -> dict:
+        return {"images": self.values, "animated": (self.animated,)}
+
+
 class ComfyExtension(ABC):
     @abstractmethod
     async def get_node_list(self) -> list:
         ...
 
 
-def make_comfy_api(versions=("v0_0_2", "latest")) -> dict[str, types.ModuleType]:
+def make_comfy_api(versions=("v0_0_2", "latest"), folder_paths=None) -> dict[str, types.ModuleType]:
     """``comfy_api`` with the given API modules (``latest`` and the versioned ``v0_0_2``, which
-    re-exports latest's ``io`` and ``ComfyExtension`` as in ComfyUI 0.3.48 to 0.3.64), each
-    holding the ``io`` names the nodes use."""
+    re-exports latest's ``io``, ``ui`` and ``ComfyExtension`` as in ComfyUI 0.3.48 to 0.3.64),
+    each holding the ``io`` and ``ui`` names the nodes use; ``ui`` saves previews through
+    ``folder_paths`` (None: the ``folder_paths`` module of ``sys.modules`` when it saves)."""
     io = _module(
         "comfy_api.latest.io", Schema=Schema, NodeOutput=NodeOutput, ComfyNode=ComfyNode,
         Image=_comfytype("IMAGE"), Mask=_comfytype("MASK"), Boolean=_comfytype("BOOLEAN", _BooleanInput),
@@ -376,11 +419,13 @@ def make_comfy_api(versions=("v0_0_2", "latest")) -> dict[str, types.ModuleType]
         String=_comfytype("STRING", _StringInput), Combo=_comfytype("COMBO", _ComboInput),
         Custom=lambda io_type: _comfytype(io_type),
     )
+    ui = _module("comfy_api.latest.ui", SavedResult=SavedResult,
+                 PreviewImage=type("PreviewImage", (PreviewImage,), {"folder_paths": folder_paths}))
     api = _module("comfy_api")
     api.__path__ = []
     modules = {"comfy_api": api}
     for version in versions:
-        m = _module(f"comfy_api.{version}", io=io, ComfyExtension=ComfyExtension)
+        m = _module(f"comfy_api.{version}", io=io, ui=ui, ComfyExtension=ComfyExtension)
         m.__path__ = []
         setattr(api, version, m)
         modules[f"comfy_api.{version}"] = m

@@ -93,7 +93,8 @@ def load_pack(base: Path, api_versions: tuple[str, ...] = ("v0_0_2", "latest")) 
     ``api_versions``; ``()`` is a ComfyUI older than the V3 API (``import comfy_api`` fails)."""
     calls: list = []
     modules = {**make_comfy(calls), "folder_paths": make_folder_paths(str(base)), "server": MagicMock()}
-    modules.update(make_comfy_api(api_versions) if api_versions else {"comfy_api": None})  # None: import fails
+    modules.update(make_comfy_api(api_versions, modules["folder_paths"]) if api_versions
+                   else {"comfy_api": None})  # None: import fails
     name = f"{REPO}_{'_'.join(api_versions) or 'old'}".replace(".", "_x_")
     with patch.dict(sys.modules, modules):
         spec = importlib.util.spec_from_file_location(name, REPO / "__init__.py")

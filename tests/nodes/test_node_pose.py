@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from illustpose.geometry import bbox_from_mask, bbox_rc_to_xywh
 from illustpose.heatmaps import heatmap_on_image, pose_heatmap
@@ -52,7 +53,7 @@ def test_outputs_per_image_match_the_library(pack, batch):
     assert all(t.dtype == torch.float32 for t in (control, heat, preview))
     ref = library_characters(pack, image, segmenter=pack.load("segmenter"))
     expected = to_pose_keypoint([[p.openpose() for p in ps] for ps in ref], [(H, W)] * batch)
-    assert kps == expected and ui == {"openpose_json": [json.dumps(kps)]}
+    assert kps == expected and ui["openpose_json"] == [json.dumps(kps)] and "text" not in ui
     for frame, ps in zip(kps, ref):
         for person, p in zip(frame["people"], ps):
             body = person["pose_keypoints_2d"]
@@ -142,6 +143,24 @@ def test_preview_is_the_librarys_skeleton_drawing(pack, threshold, draw_extra):
                               threshold=0.5, draw_extra=draw_extra)
         assert np.array_equal(np.rint(preview[i].numpy() * 255).astype(np.uint8), drawn)
         assert not np.array_equal(drawn, rgb)  # something was drawn
+
+
+def test_the_preview_is_shown_on_the_node_as_preview_image_shows_it(pack, comfy_base):
+    """ComfyUI's ui.PreviewImage: one PNG per image in the temp folder, listed under "images" (what the
+    frontend draws on a node); show_preview off writes and lists nothing."""
+    temp = comfy_base / "temp"
+    before = set(temp.iterdir())
+    (*_, preview), ui = pose(pack, images(2, seed=12), bbox=[[2, 2, 20, 20]])
+    written = sorted(set(temp.iterdir()) - before)
+    assert ui["animated"] == (False,) and [i["type"] for i in ui["images"]] == ["temp", "temp"]
+    assert [temp / i["subfolder"] / i["filename"] for i in ui["images"]] == written
+    for path, shown in zip(written, preview):
+        assert path.name.startswith("ComfyUI_temp_") and path.name.endswith("_.png")
+        with Image.open(path) as png:  # the preview output, pixel for pixel
+            assert np.array_equal(np.asarray(png), np.rint(shown.numpy() * 255).astype(np.uint8))
+    before = set(temp.iterdir())
+    (*_, off), ui = pose(pack, images(2, seed=12), bbox=[[2, 2, 20, 20]], show_preview=False)
+    assert set(temp.iterdir()) == before and set(ui) == {"openpose_json"} and torch.equal(off, preview)
 
 
 def test_cancel_between_images_is_comfyuis_exception(pack):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from illustpose.render import render_pose_keypoint
 
@@ -23,7 +24,8 @@ def dwpose_frame(h=120, w=80):
 
 
 def render(pack, value, resolution=0, xinsr=False):
-    (image,), ui = pack.run(NODE, pose_keypoint=value, resolution=resolution, xinsr_stick_scaling=xinsr)
+    (image,), ui = pack.run(NODE, pose_keypoint=value, resolution=resolution, xinsr_stick_scaling=xinsr,
+                            show_preview=False)
     assert ui is None and image.dtype == torch.float32
     return image
 
@@ -60,3 +62,12 @@ def test_malformed_keypoints_are_a_clear_error(pack):
         render(pack, [{"people": []}])
     with pytest.raises(pack.node_error, match="no frames"):
         render(pack, [])
+
+
+def test_the_openpose_images_are_shown_on_the_node_by_default(pack, comfy_base):
+    value = [dwpose_frame(120, 80), dwpose_frame(60, 100)]
+    (image,), ui = pack.run(NODE, pose_keypoint=value, resolution=0, xinsr_stick_scaling=False)  # as from the menu
+    assert len(ui["images"]) == 2 and ui["animated"] == (False,)
+    for shown, frame in zip(ui["images"], image):
+        with Image.open(comfy_base / "temp" / shown["subfolder"] / shown["filename"]) as png:
+            assert shown["type"] == "temp" and np.array_equal(np.asarray(png), as_u8(frame))
