@@ -3,9 +3,11 @@
 A folder of generated illustrations-sized JPEG and PNG files (decoding and resizing them is the
 work the loader threads take off the model's thread) is captioned with random full-size tagger
 weights at a fixed batch size, once per ``--workers`` value, through the real command
-(``illustpose.cli.main``).  Each setting runs ``--repeats`` times; the best run counts (the
-machine's other load only slows runs down).  Prints a Markdown table with the CPU flags and
-appends it to benchmarks/RESULTS.md.
+(``illustpose.cli.main``).  Two code paths, interleaved per setting: the loader threads decoding
+only, the tagger's resize and letterbox left in the model's thread (the code before the models'
+``prepare`` step), and the current one, where the threads also make the network inputs.  Each
+run is repeated ``--repeats`` times; the best counts (the machine's other load only slows runs
+down).  Prints a Markdown table with the CPU flags and appends it to benchmarks/RESULTS.md.
 
     .venv/bin/python benchmarks/bench_batch.py [--images 48] [--size 1536] [--batch-size 8] [--no-record]
 """
@@ -13,6 +15,7 @@ appends it to benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -65,17 +68,40 @@ def main() -> None:
                          hparams=w.hparams, extra={"tags": json.dumps(names)})
         base = ["caption", str(tmp / "data"), "--tagger", str(tmp / "tagger.safetensors"), "--offline", "--quiet",
                 "--batch-size", str(args.batch_size)]
-        rows = ["| loader threads | images/s (best of %d) | seconds |" % args.repeats, "| ---: | ---: | ---: |"]
+        rows = [f"| loader threads | decode only: images/s (best of {args.repeats}) | decode + inputs: images/s | "
+                "seconds (decode only / + inputs) |", "| ---: | ---: | ---: | ---: |"]
         baseline = None
         for workers in (int(x) for x in args.workers.split(",")):
-            best = min(_timed(base + ["--workers", str(workers)]) for _ in range(args.repeats))
-            rate = args.images / best
-            baseline = baseline or rate
-            rows.append(f"| {workers} | {rate:.2f} ({rate / baseline:.2f}x) | {best:.1f} |")
+            argv = base + ["--workers", str(workers)]
+            old, new = [], []
+            for _ in range(args.repeats):  # interleaved: the machine's load drifts alike for both
+                with decode_only_loaders():
+                    old.append(_timed(argv))
+                new.append(_timed(argv))
+            old_rate, new_rate = args.images / min(old), args.images / min(new)
+            baseline = baseline or old_rate
+            rows.append(f"| {workers} | {old_rate:.2f} ({old_rate / baseline:.2f}x) | {new_rate:.2f} "
+                        f"({new_rate / baseline:.2f}x) | {min(old):.1f} / {min(new):.1f} |")
     text = (f"CPU flags: {cpu_flags()}; torch threads {torch.get_num_threads()}. `caption` over {args.images} "
             f"generated {args.size}x{args.size} images (half JPEG, half PNG), random full-size tagger weights, fp32, "
             f"batch {args.batch_size}; the model load is included in each run.\n\n" + "\n".join(rows) + "\n")
     record("bench_batch.py", "cpu", text, args)
+
+
+@contextlib.contextmanager
+def decode_only_loaders():
+    """``caption`` as before the ``prepare`` step: its loader threads only decode, and the
+    tagger's resize, letterbox and tensor are made in the model's thread (``tag``)."""
+    from illustpose.cli.caption import CaptionTask
+    from illustpose.images import load_image
+
+    saved = CaptionTask.load, CaptionTask.infer
+    CaptionTask.load = lambda self, job: load_image(job[0])
+    CaptionTask.infer = lambda self, images: self.tagger.tag(images)
+    try:
+        yield
+    finally:
+        CaptionTask.load, CaptionTask.infer = saved
 
 
 def _timed(argv: list[str]) -> float:

@@ -31,7 +31,7 @@ from typing import Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
 
 from .errors import IllustposeError, RunRecordError
 
-__all__ = ["Task", "Loaded", "load_or_error", "prefetch", "batches", "each_or_error", "Counts", "run_local", "RunRecord", "file_state",
+__all__ = ["Task", "Loaded", "load_or_error", "failure", "prefetch", "batches", "each_or_error", "Counts", "run_local", "RunRecord", "file_state",
            "fingerprint"]
 
 T = TypeVar("T")
@@ -43,6 +43,11 @@ class Task(Protocol):
     ``load`` and ``write`` run per job (in loader threads or Ray workers: they must not share
     mutable state), ``infer`` per batch.  A task is built once per process (a Ray actor builds
     its own from a picklable factory), so loading the models belongs in its constructor.
+
+    A task whose results go to one writer (the pose index: one SQLite file) defines
+    ``collect(job, value, result)`` instead of ``write``: it returns the job's picklable output
+    (e.g. index entries), which the run hands, in job order, to a ``sink(job, output) -> paths``
+    it was given; on Ray the sink runs on the driver.
     """
 
     def key(self, job) -> str:
@@ -52,7 +57,9 @@ class Task(Protocol):
         """The input file whose state the run record checks."""
 
     def load(self, job):
-        """The job's input (e.g. a PIL image); raises ImageError / OSError for a bad file."""
+        """The job's input: the decoded image and as much per-image CPU work as the models allow
+        (e.g. :meth:`illustpose.pipeline.Pipeline.prepare`), since this runs in the loader threads;
+        raises ImageError / OSError for a bad file."""
 
     def infer(self, values: list) -> list:
         """One result per loaded value; raises an IllustposeError for an input the models refuse."""
@@ -76,6 +83,12 @@ def load_or_error(load: Callable, item) -> Loaded:
         return Loaded(item, load(item))
     except (IllustposeError, OSError) as e:  # a bad file is reported, the run goes on
         return Loaded(item, error=str(e))
+
+
+def failure(source: str, message: str) -> str:
+    """A failed input's report: ``message``, led by the input's name unless it names it already
+    (a file that cannot be read says which; a refusal from the models' input step does not)."""
+    return message if source in message else f"{source}: {message}"
 
 
 def prefetch(items: Iterable[T], load: Callable[[T], object], *, workers: int = 0, ahead: int = 8) -> Iterator[Loaded]:
@@ -167,9 +180,10 @@ class Counts:
 
 def run_local(task: Task, jobs: Sequence, counts: Counts, *, batch_size: int = 1, workers: int = 2,
               record: "RunRecord | None" = None, report: Callable[[str], None] = print,
-              progress: Callable[[int], None] = lambda n: None) -> Counts:
+              progress: Callable[[int], None] = lambda n: None, sink: Callable | None = None) -> Counts:
     """Run ``task`` over ``jobs`` on this machine: loading in ``workers`` background threads,
-    the models on batches of ``batch_size``, results written in input order.
+    the models on batches of ``batch_size``, results written in input order (by ``task.write``,
+    or with ``sink`` by ``sink(job, task.collect(job, value, result))``: see :class:`Task`).
 
     A file that cannot be loaded or that the models refuse is reported (``report("failed: ...")``)
     and counted in ``counts.failed``; the rest go on.  Each finished job is recorded in
@@ -182,7 +196,7 @@ def run_local(task: Task, jobs: Sequence, counts: Counts, *, batch_size: int = 1
     loaded = prefetch(jobs, task.load, workers=workers, ahead=2 * batch_size)
     for good, bad in batches(loaded, batch_size):
         for x in bad:
-            report(f"failed: {x.error}")
+            report(f"failed: {failure(task.source(x.item), x.error)}")
         counts.failed += len(bad)
         results = each_or_error(task.infer, [x.value for x in good]) if good else []
         for x, result in zip(good, results):
@@ -190,7 +204,8 @@ def run_local(task: Task, jobs: Sequence, counts: Counts, *, batch_size: int = 1
                 report(f"failed: {task.source(x.item)}: {result}")
                 counts.failed += 1
                 continue
-            outputs = task.write(x.item, x.value, result)
+            outputs = sink(x.item, task.collect(x.item, x.value, result)) if sink else \
+                task.write(x.item, x.value, result)
             if record is not None:
                 record.finish(task.key(x.item), task.source(x.item), outputs)
             counts.done += 1

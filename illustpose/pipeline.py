@@ -18,7 +18,7 @@ from .models.segmenter import CharacterSegmenter
 from .models.tagger import DanbooruTagger
 from .results import PoseResult, SegmentationResult, TagResult
 
-__all__ = ["Annotation", "Pipeline", "share_trunk"]
+__all__ = ["Annotation", "PreparedImage", "Pipeline", "share_trunk"]
 
 _TRUNK = ("conv1", "bn1", "layer1", "layer2", "layer3")
 
@@ -71,6 +71,21 @@ class Annotation:
         return self.poses[0] if self.poses else None
 
 
+@dataclass(frozen=True)
+class PreparedImage:
+    """An image with the network inputs a :class:`Pipeline` needs, made by :meth:`Pipeline.prepare`.
+
+    Attributes:
+        image: the 8-bit RGB/RGBA PIL image (the pose crops and the mask's size come from it).
+        segmenter_input, tagger_input: the detectors' ``prepare`` results (float32 (3, h, w)
+            tensors), None for a detector the pipeline does not hold.
+    """
+
+    image: Image.Image
+    segmenter_input: torch.Tensor | None = None
+    tagger_input: torch.Tensor | None = None
+
+
 def _given_characters(boxes) -> list[Character]:
     """The characters of boxes given for one image (one ``[x, y, w, h]`` or a list), largest first."""
     boxes = [] if len(boxes) == 0 else [boxes] if np.ndim(boxes) == 1 else list(boxes)
@@ -115,12 +130,25 @@ class Pipeline:
             return split_mask(seg.mask, self.characters, self.min_area, self.segmenter.bbox_threshold)
         return [Character((0, 0, image.width, image.height))]
 
-    def annotate(self, images: Sequence[Image.Image], bboxes_xywh: Sequence | None = None, *,
+    def prepare(self, image: Image.Image) -> PreparedImage:
+        """The per-image CPU work before the models (the segmenter's and the tagger's resizes,
+        letterboxes and tensors), safe to run in a loader thread while the models run on other
+        images; :meth:`annotate` takes the result in place of the image, with the same output.
+        The pose crops depend on the mask, so they are made in :meth:`annotate`, as are the inputs
+        of a detector without ``prepare`` (a stand-in with only ``segment`` / ``tag``).
+
+        Raises:
+            ImageError: the image has more than :data:`~illustpose.images.MAX_PIXELS` pixels.
+        """
+        return PreparedImage(image, *(detector.prepare(image) if hasattr(detector, "prepare") else None
+                                      for detector in (self.segmenter, self.tagger)))
+
+    def annotate(self, images: Sequence[Image.Image | PreparedImage], bboxes_xywh: Sequence | None = None, *,
                  masks: Sequence | None = None, return_heatmaps: bool = False) -> list[Annotation]:
         """Annotate a batch of 8-bit RGB/RGBA PIL images; returns one :class:`Annotation` each.
 
         Args:
-            images: the images.
+            images: the images, or their :meth:`prepare` results (from this pipeline).
             bboxes_xywh: per image, its characters' boxes: one COCO ``[x, y, w, h]`` (pixels),
                 a list of them (empty: no character), or None (masks or the segmenter decide);
                 None = no boxes for any image.
@@ -141,8 +169,17 @@ class Pipeline:
             if len(given) != len(images):
                 raise CharacterError(f"{name} holds {len(given)} entries for {len(images)} images; give one per image")
             per_image.append(given)
-        segs = self.segmenter.segment(images) if self.segmenter else [None] * len(images)
-        tags = self.tagger.tag(images) if self.tagger else [None] * len(images)
+        prepared = [x if isinstance(x, PreparedImage) else PreparedImage(x) for x in images]
+        images = [p.image for p in prepared]
+        # images without their inputs: each detector makes them itself (any object with segment / tag works)
+        segs, tags = [None] * len(images), [None] * len(images)
+        if self.segmenter:
+            inputs = [p.segmenter_input for p in prepared]
+            segs = self.segmenter.segment(images) if any(t is None for t in inputs) else \
+                self.segmenter.segment(images, inputs)
+        if self.tagger:
+            inputs = [p.tagger_input for p in prepared]
+            tags = self.tagger.tag(images) if any(t is None for t in inputs) else self.tagger.tag_inputs(inputs)
         if not self.pose:
             return [Annotation(s, t, None) for s, t in zip(segs, tags)]
         found = [(i, c) for i, args in enumerate(zip(images, *per_image, segs)) for c in self._characters(*args)]

@@ -104,3 +104,44 @@ def test_a_damaged_run_record_is_one_clear_error(tmp_path):
     (tmp_path / RunRecord.NAME).write_bytes(b"not a database at all, just some bytes" * 50)
     with pytest.raises(RunRecordError, match="delete it to start the run afresh"):
         RunRecord(tmp_path, "annotate", "s")
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent / "nodes"))
+    from harness import write_tiny_weights
+
+    folder = tmp_path_factory.mktemp("weights")
+    write_tiny_weights(folder)
+    return ["--weights-dir", str(folder), "--offline", "--quiet"]
+
+
+def test_the_model_inputs_are_made_in_the_loader_threads(tiny_weights, tmp_path, monkeypatch):
+    """annotate --workers 2: the segmenter's and the tagger's resizes and letterboxes run in the
+    loader threads, not the models' thread, and the files equal a run without loader threads."""
+    from PIL import Image
+
+    import illustpose.models.segmenter as segmenter
+    import illustpose.models.tagger as tagger
+    from illustpose.cli import main
+
+    threads = []
+    for module, name in ((segmenter, "segmenter_input"), (tagger, "tagger_input")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name,
+                            lambda *a, _real=real: threads.append(threading.current_thread().name) or _real(*a))
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, size in enumerate([(64, 48), (30, 90), (5, 400)]):
+        Image.new("RGBA" if i == 1 else "RGB", size, (70 * i, 90, 30)).save(src / f"{i}.png")
+    assert main(["annotate", str(src), "--out", str(tmp_path / "w2"), "--workers", "2", "--batch-size", "2",
+                 *tiny_weights]) == 0
+    assert len(threads) == 6 and all(t.startswith("illustpose-load") for t in threads)
+    assert main(["annotate", str(src), "--out", str(tmp_path / "w0"), "--workers", "0", "--batch-size", "2",
+                 *tiny_weights]) == 0
+    files = {w: {p.relative_to(tmp_path / w).as_posix(): p.read_bytes() for p in sorted((tmp_path / w).rglob("*.*"))}
+             for w in ("w2", "w0")}
+    assert len(files["w2"]) == 3 * 8 and files["w2"] == files["w0"]

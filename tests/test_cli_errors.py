@@ -196,6 +196,9 @@ def test_ctrl_c_in_annotate_reports_progress(capsys, monkeypatch, tmp_path):
     class Pipe:
         pose = None
 
+        def prepare(self, image):
+            return SimpleNamespace(image=image)
+
         def annotate(self, images):
             calls.append(images)
             if len(calls) == 2:

@@ -88,3 +88,42 @@ def test_annotate_on_ray_writes_what_a_local_run_writes(local_ray, tagger, tmp_p
              for p in sorted((tmp_path / "local").rglob("*.*"))}
     remote = {p.relative_to(tmp_path / "ray").as_posix(): p.read_bytes() for p in sorted((tmp_path / "ray").rglob("*.*"))}
     assert len(local) == 4 * 8 and remote == local
+
+
+def index_rows(path):
+    """Every entry's columns but the time it was added, by id."""
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT id, source, sha256, image_width, image_height, bbox_x, bbox_y, bbox_w, bbox_h, "
+                          "keypoints, present, descriptor, tags FROM entries ORDER BY id").fetchall()
+
+
+@pytest.fixture
+def torch_threads_kept():
+    """--threads sets torch's thread count for the process: put it back for the other tests."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_index_build_on_ray_equals_a_local_build_and_resumes(local_ray, tagger, tmp_path, capsys, torch_threads_kept):
+    """Actors compute the entries, the driver writes them in file order: the same index as a local
+    build at batch 1; a rerun computes only what the index lacks."""
+    # one torch thread on both sides (a Ray actor of 1 CPU has one): the thread count moves scores by a float32 ulp
+    weights = ["--weights-dir", str(Path(tagger[1]).parent), "--offline", "--threads", "1", "--quiet"]
+    src = images(tmp_path / "in")
+    local, remote = tmp_path / "local.sqlite", tmp_path / "ray.sqlite"
+    assert main(["index", "build", str(local), str(src), *weights]) == 1  # broken.png fails in both
+    assert main(["index", "build", str(remote), str(src), "--ray", "--ray-actors", "2", "--commit-every", "2",
+                 *weights]) == 1
+    assert "failed: " in capsys.readouterr().err
+    rows = index_rows(remote)
+    assert len(rows) >= 3 and rows == index_rows(local)
+    Image.new("RGB", (70, 50), (9, 9, 9)).save(src / "new.png")
+    assert main(["index", "build", str(remote), str(src), "--ray", "--ray-actors", "1", *weights[:-1]]) == 1
+    err = capsys.readouterr().err
+    assert "indexed 1, skipped 4 (already done), failed 1 of 6 images" in err
+    assert index_rows(remote)[:len(rows)] == rows and len(index_rows(remote)) > len(rows)

@@ -71,10 +71,11 @@ class AnnotateTask:
     def load(self, job):
         from ..images import load_image
 
-        return load_image(job[0]), None if self.given is None else self.given.get(job[2])
+        # the segmenter's and tagger's resizes run here, in the loader thread; the pose crops need the mask
+        return self.pipe.prepare(load_image(job[0])), None if self.given is None else self.given.get(job[2])
 
     def infer(self, loaded: list) -> list:
-        images = [image for image, _ in loaded]
+        images = [prepared for prepared, _ in loaded]
         return self.pipe.annotate(images) if self.given is None else self.pipe.annotate(images, [b for _, b in loaded])
 
     def write(self, job, loaded, ann) -> list[str]:
@@ -85,7 +86,7 @@ class AnnotateTask:
             why = "--boxes gives it no box" if loaded[1] is not None else \
                 "its character mask is empty (--characters 1 poses the whole image)"
             say(f"no character found in {job[0]}: {why}; its pose files list none")
-        return [str(p) for p in write_annotation(job[1], loaded[0], ann, tag_threshold=a.tag_threshold,
+        return [str(p) for p in write_annotation(job[1], loaded[0].image, ann, tag_threshold=a.tag_threshold,
                                                  underscores=a.keep_underscores, exclude_tags=a.exclude_tags,
                                                  max_tags=a.max_tags)]
 

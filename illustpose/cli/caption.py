@@ -33,12 +33,12 @@ class CaptionTask:
     def load(self, job):
         from ..images import load_image
 
-        return load_image(job[0])
+        return self.tagger.prepare(load_image(job[0]))  # the resize and letterbox run in the loader thread
 
-    def infer(self, images: list) -> list:
-        return self.tagger.tag(images)
+    def infer(self, inputs: list) -> list:
+        return self.tagger.tag_inputs(inputs)
 
-    def write(self, job, image, tags) -> list[str]:
+    def write(self, job, inputs, tags) -> list[str]:
         from ..outputs import caption
 
         a = self.args

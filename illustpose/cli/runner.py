@@ -1,6 +1,6 @@
-"""How the collection commands (``caption``, ``annotate``) run their jobs: here, with loader
-threads and batches (:func:`illustpose.batch.run_local`), or on a Ray cluster with ``--ray``
-(:func:`illustpose.distributed.run_on_ray`); the same files either way."""
+"""How the collection commands (``caption``, ``annotate``, ``index build --ray``) run their jobs:
+here, with loader threads and batches (:func:`illustpose.batch.run_local`), or on a Ray cluster
+with ``--ray`` (:func:`illustpose.distributed.run_on_ray`); the same files either way."""
 
 from __future__ import annotations
 
@@ -13,13 +13,16 @@ from .pipeline import non_negative_int, positive_int, say
 __all__ = ["add_runner_arguments", "run_jobs"]
 
 
-def add_runner_arguments(p: argparse.ArgumentParser) -> None:
-    """``--batch-size``, ``--workers`` and the ``--ray`` group."""
+def add_runner_arguments(p: argparse.ArgumentParser, *, local: bool = True) -> None:
+    """``--batch-size``, ``--workers`` and the ``--ray`` group; ``local=False`` for a command whose
+    local run is not a :func:`run_jobs` run (``index build``): no ``--workers`` then, and
+    ``--batch-size`` applies to ``--ray``."""
     p.add_argument("--batch-size", type=positive_int, default=1, metavar="N",
-                   help="images per forward pass (default 1)")
-    p.add_argument("--workers", type=non_negative_int, default=2, metavar="N",
-                   help="background threads that read and decode images while the models run (default 2; "
-                        "0 reads them between batches)")
+                   help="images per forward pass (default 1)" + ("" if local else "; with --ray only"))
+    if local:
+        p.add_argument("--workers", type=non_negative_int, default=2, metavar="N",
+                       help="background threads that read, decode and resize images while the models run "
+                            "(default 2; 0 does it between batches)")
     r = p.add_argument_group("Ray cluster (pip install 'illustpose[ray]')")
     r.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="run on Ray: --ray alone starts a local Ray (or joins the one RAY_ADDRESS names), "
@@ -33,16 +36,18 @@ def add_runner_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--ray-cpus", type=float, default=1.0, metavar="C", help="CPUs per actor (default 1)")
 
 
-def run_jobs(args, task_factory: Callable, jobs: Sequence, counts, *, total: int, verb: str, record=None) -> int:
+def run_jobs(args, task_factory: Callable, jobs: Sequence, counts, *, total: int, verb: str, record=None,
+             sink: Callable | None = None) -> int:
     """Run ``jobs`` (a :class:`~illustpose.batch.Task` from ``task_factory()``) here or on Ray,
     report failures and the summary line, and return the exit status (0, 1, or 130 on Ctrl-C).
 
-    ``counts`` arrives with what was skipped already; ``total`` is the number of inputs found.
+    ``counts`` arrives with what was skipped already; ``total`` is the number of inputs found;
+    ``sink``: the task's outputs go to it, in job order, on this machine (:class:`~illustpose.batch.Task`).
     """
     from tqdm import tqdm
 
     bar = tqdm(total=len(jobs), unit="img", disable=len(jobs) < 2 or args.quiet, file=sys.stderr)
-    common = dict(batch_size=args.batch_size, record=record, report=say, progress=bar.update)
+    common = dict(batch_size=args.batch_size, record=record, report=say, progress=bar.update, sink=sink)
     try:
         if not jobs:
             pass

@@ -122,13 +122,34 @@ class CharacterSegmenter(Detector):
             return self.segment([images])[0]
         return self.segment(list(images))
 
-    def segment(self, images: Sequence[Image.Image]) -> list[SegmentationResult]:
+    def prepare(self, image: Image.Image) -> torch.Tensor:
+        """The network input of one image: the CPU work of :meth:`segment` before the model (PIL
+        resize, transparency over white, letterbox), safe to run in a loader thread meanwhile.
+
+        Returns:
+            float32 (3, h, w) in [0, 1] (:func:`~illustpose.preprocess.segmenter_input`).
+
+        Raises:
+            ImageError: the image has more than :data:`~illustpose.images.MAX_PIXELS` pixels.
+        """
+        return segmenter_input(image, self.size)
+
+    def segment(self, images: Sequence[Image.Image], inputs: Sequence[torch.Tensor] | None = None
+                ) -> list[SegmentationResult]:
         """Segment images; inputs of equal working size run as one batch.
+
+        Args:
+            images: 8-bit RGB/RGBA PIL images.
+            inputs: their :meth:`prepare` results, made beforehand (e.g. in a loader thread);
+                None makes them here.  The results are the same either way.
 
         Raises:
             ImageError: an image has more than :data:`~illustpose.images.MAX_PIXELS` pixels.
+            ValueError: ``inputs`` of another length than ``images``.
         """
-        inputs = [segmenter_input(im, self.size) for im in images]
+        inputs = [self.prepare(im) for im in images] if inputs is None else list(inputs)
+        if len(inputs) != len(images):
+            raise ValueError(f"got {len(images)} images but {len(inputs)} prepared inputs")
         probs: list[torch.Tensor | None] = [None] * len(images)
         groups: dict[tuple, list[int]] = {}
         for i, t in enumerate(inputs):

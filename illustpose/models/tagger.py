@@ -180,8 +180,25 @@ class DanbooruTagger(Detector):
         Raises:
             ImageError: an image has more than :data:`~illustpose.images.MAX_PIXELS` pixels.
         """
-        if not images:
+        return self.tag_inputs([self.prepare(im) for im in images])
+
+    def prepare(self, image: Image.Image) -> torch.Tensor:
+        """The network input of one image: the CPU work of :meth:`tag` before the model (PIL
+        resize, letterbox, transparency over white), safe to run in a loader thread meanwhile.
+
+        Returns:
+            float32 (3, S, S) in [0, 1] (:func:`~illustpose.preprocess.tagger_input`).
+
+        Raises:
+            ImageError: the image has more than :data:`~illustpose.images.MAX_PIXELS` pixels.
+        """
+        return tagger_input(image, self.size)
+
+    def tag_inputs(self, inputs: Sequence[torch.Tensor]) -> list[TagResult]:
+        """:meth:`tag` on inputs made beforehand by :meth:`prepare` (e.g. in a loader thread),
+        run as one batch; the same results as :meth:`tag` on their images."""
+        if not inputs:
             return []
-        logits = self.logits(torch.stack([tagger_input(im, self.size) for im in images]))
+        logits = self.logits(torch.stack(list(inputs)))
         probs = torch.sigmoid(logits)
         return [TagResult(dict(zip(self.tag_names, p.tolist())), lg.numpy()) for lg, p in zip(logits, probs)]
