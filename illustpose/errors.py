@@ -27,6 +27,7 @@ __all__ = [
     "UsageError",
     "RunRecordError",
     "CharacterError",
+    "FinetuneError",
 ]
 
 
@@ -101,3 +102,8 @@ class RunRecordError(IllustposeError):
 class CharacterError(IllustposeError, ValueError):
     """Character boxes or masks given by the user are malformed, or a character split setting
     (``characters``, ``min_area``) is out of range."""
+
+
+class FinetuneError(IllustposeError, ValueError):
+    """Fine-tuning cannot start or go on: no usable training annotation, settings the base
+    weights cannot train with, or a ``--resume`` state of another run."""

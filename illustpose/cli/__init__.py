@@ -1,6 +1,7 @@
-"""Command line: ``python -m illustpose annotate | caption | weights | index | eval``.
+"""Command line: ``python -m illustpose annotate | caption | weights | index | eval | finetune``.
 
-One module per command (:mod:`.annotate`, :mod:`.caption`, :mod:`.weights`, :mod:`.index`, :mod:`.eval`), each
+One module per command (:mod:`.annotate`, :mod:`.caption`, :mod:`.weights`, :mod:`.index`, :mod:`.eval`,
+:mod:`.finetune`), each
 with a ``register(subparsers)``; :mod:`.pipeline` holds the weight flags (generated from the
 registry) and the pipeline they build.  A command translates its arguments into library calls.
 A user's mistake never shows a traceback: argument errors and library errors
@@ -17,12 +18,12 @@ import warnings
 from typing import Sequence
 
 from ..errors import IllustposeError
-from . import annotate, caption, eval, index, weights
+from . import annotate, caption, eval, finetune, index, weights
 
 __all__ = ["main", "COMMANDS"]
 
 #: the command modules, in the order ``--help`` lists them
-COMMANDS = (annotate, caption, weights, index, eval)
+COMMANDS = (annotate, caption, weights, index, eval, finetune)
 
 
 #: the one-line summary ``--help`` shows (no markup: argparse prints descriptions verbatim)
@@ -43,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m illustpose", description=DESCRIPTION)
     p.add_argument("--version", action="version", version=f"illustpose {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                           help="annotate, caption, weights, index or eval (each has its own --help)")
+                           help="annotate, caption, weights, index, eval or finetune (each has its own --help)")
     for command in COMMANDS:
         command.register(sub)
     return p

@@ -75,7 +75,19 @@ def _list(args) -> int:
             print(f"  {'present' if at else 'missing'}  {f.name}  "
                   f"({f.format}, {f.source}, {f.size_text()}, {_hash_text(f, folders)})")
     print(_zip_line())
+    _finetuned(folders)
     return 0
+
+
+def _finetuned(folders) -> None:
+    """Fine-tuned pose files in the folders, each with its record (``finetune``)."""
+    from ..finetune import describe, finetune_metadata
+
+    for d in folders:
+        for f in sorted(d.glob("*.safetensors")) if d.is_dir() else ():
+            record = finetune_metadata(f)
+            if record:
+                print(f"{f.name}: {describe(record)}\n  in {d}")
 
 
 def _download(args) -> int:

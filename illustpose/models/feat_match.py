@@ -57,11 +57,21 @@ class FeatMatchPoseNet(nn.Module):
         })
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.heatmaps_and_match(x)[0]
+
+    def heatmaps_and_match(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The forward pass, also returning the matcher's output (what training compares with
+        the R-CNN's ``features_last``, reference ``fermat.py`` ``features_match``).
+
+        Returns:
+            heatmap logits (B, 25, heatmap_size, heatmap_size) and ``matcher_rcnn``'s
+            features (B, 512, 14, 14), both float32.
+        """
         head = self.keypoint_head
         converted = self.resizer(head["converter_resnet"](self.resnet(x)))
         matched = head["matcher_rcnn"](converted)
         feats = torch.cat([self.resizer(x), converted, head["converter_rcnn"](matched)], dim=1)
-        return head["head"](feats)
+        return head["head"](feats), matched
 
 
 def build(checkpoint: Checkpoint, weights: ModelWeights) -> FeatMatchPoseNet:

@@ -296,6 +296,16 @@ class KeypointHead(nn.Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.interpolate(super().forward(x), scale_factor=2.0, mode="bilinear", align_corners=False)
 
+    def features_last(self, x: torch.Tensor) -> torch.Tensor:
+        """The last conv features, after ``conv_fcn8`` and its ReLU: (N, 512, 14, 14) from (N, in, 14, 14).
+
+        Every layer but ``score_lowres``, as the reference's ``fermat.py`` takes them
+        (``roi.keypoint_head[i]`` for ``i < len - 1``) for feat_match's matching loss.
+        """
+        for layer in list(self)[:-1]:
+            x = layer(x)
+        return x
+
 
 def reference_boxes(batch: int, height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
     """The reference's one box per image: float32 (batch, 4) XYXY rows ``[0, 0, height, width]``.
@@ -392,12 +402,28 @@ class KeypointRCNNBranch(nn.Module):
         pad_w = -w % SIZE_DIVISIBILITY
         return F.pad(x, [0, pad_w, 0, pad_h], value=0.0), (h, w)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """Steps 1-5 of the module docstring: (B, 3, H, W) in [0, 1] -> the box's (B, 256, 14, 14) ROI features."""
         images, (h, w) = self.preprocess(x)
         boxes = reference_boxes(images.shape[0], h, w, device=images.device)
         levels = {int(level) + 2 for level in assign_boxes_to_levels(boxes)}
         feats = self.backbone(images, levels=levels)
-        return self.roi_heads["keypoint_head"](pool_box_features(feats, boxes))
+        return pool_box_features(feats, boxes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.roi_heads["keypoint_head"](self.pooled(x))
+
+    def features_last(self, x: torch.Tensor) -> torch.Tensor:
+        """The reference ``fermat.py`` ``PretrainedKeypointDetector.forward``'s ``features_last``:
+        the keypoint head's features after ``conv_fcn8`` + ReLU for the same box as :meth:`forward`.
+
+        Args:
+            x: float (B, 3, H, W) RGB in [0, 1] (the pose crop).
+
+        Returns:
+            float (B, 512, 14, 14): the target of feat_match's ``matcher_rcnn`` in training.
+        """
+        return self.roi_heads["keypoint_head"].features_last(self.pooled(x))
 
 
 def check_pixel_statistics(state_dict: Mapping[str, torch.Tensor], source: str, prefix: str = "") -> None:
