@@ -50,7 +50,8 @@ from .fileio import atomic_path, sha256_file, write_text
 from .registry import DRIVE_ZIP, KnownFile, format_size, known_files
 
 __all__ = ["PACK_WEIGHTS_DIR", "user_cache_dir", "PROBE_TIMEOUT", "is_offline", "resolve", "resolve_all", "find_local",
-           "search_folders", "tags_path_for", "HASHES_FILE", "hash_records", "zip_record"]
+           "search_folders", "tags_path_for", "HASHES_FILE", "hash_records", "zip_record", "release_zip",
+           "file_sha256"]
 
 
 def user_cache_dir() -> Path:
@@ -423,6 +424,22 @@ def hash_records(folder: str | os.PathLike) -> dict[str, dict]:
     return {k: v for k, v in files.items() if isinstance(v, dict)} if isinstance(files, dict) else {}
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """A weight file's sha256 (lower-case hex): the one recorded in its folder's
+    :data:`HASHES_FILE` while the file's size and modification time are those recorded (a
+    downloaded file is not read again), else computed (:func:`~illustpose.fileio.sha256_file`).
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    path = Path(path)
+    st = path.stat()
+    rec = hash_records(path.parent).get(path.name)
+    if rec and (rec.get("size"), rec.get("mtime_ns")) == (st.st_size, st.st_mtime_ns) and rec.get("sha256"):
+        return str(rec["sha256"])
+    return sha256_file(path)
+
+
 def zip_record(cache_dir: str | os.PathLike | None = None) -> dict | None:
     """The :func:`hash_records` entry of the downloaded ``bizarre_pose_models.zip`` in the cache
     (:func:`resolve`'s ``cache_dir``), or None when none was downloaded."""
@@ -609,6 +626,21 @@ def _fetch_drive_zip(cache_dir: str | os.PathLike | None, progress: bool) -> Pat
         if mirror_failure:
             raise WeightsNotFoundError(f"{e}; before that, {mirror_failure}") from None
         raise
+
+
+def release_zip(cache_dir: str | os.PathLike | None = None, *, download: bool = False,
+                progress: bool = True) -> Path | None:
+    """The authors' ``bizarre_pose_models.zip`` in the cache (it also holds the retrieval
+    support files ``_data/danbooru/...``), downloaded with :func:`resolve`'s checks (mirror
+    first, pinned size and sha256) when ``download`` is set; None when absent and not asked.
+
+    Raises:
+        WeightsNotFoundError: ``download`` and every source failed (or offline).
+    """
+    final = _zip_cache(cache_dir) / DRIVE_ZIP.zip_name
+    if final.is_file() and zipfile.is_zipfile(final):
+        return _unchanged(_zip_cache(cache_dir), final)
+    return _fetch_drive_zip(cache_dir, progress) if download else None
 
 
 def _fetch_from_drive(cache: Path, progress: bool) -> Path:

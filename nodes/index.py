@@ -25,8 +25,9 @@ import folder_paths
 from illustpose.keypoints import parse_pose_keypoint
 from illustpose.pipeline import Pipeline
 from illustpose.retrieval import DEFAULT_MIN_JOINTS, PoseIndex, PoseKeypoints
-from illustpose.retrieval.ingest import Ingest
-from illustpose.retrieval.preview import pose_image, reference_image
+from illustpose.retrieval.ingest import Ingest, weights_record
+from illustpose.retrieval.danbooru import hit_record
+from illustpose.retrieval.preview import pose_image, result_picture
 
 from ._api import POSE_KEYPOINT, POSE_MODEL, io
 from ._common import (MAX_RESOLUTION, IllustposeNodeError, box_segmenter_input, image_tensor, map_with_progress,
@@ -115,11 +116,6 @@ def _labels(sources: str, count: int, what: str) -> list:
         raise IllustposeNodeError(f"sources holds {len(lines)} labels for {count} {what}s; give one line per "
                                   f"{what}, or none for generated names")
     return lines or [None] * count
-
-
-def _detector_names(segmenter, pose_model) -> dict:
-    """The weight files of the detectors, recorded in a new index's metadata."""
-    return {k: Path(d.source).name for k, d in (("segmenter", segmenter), ("pose", pose_model)) if d is not None}
 
 
 def query_pose(image, pose_model, segmenter, pose_keypoint):
@@ -218,8 +214,9 @@ class PoseIndexAdd(io.ComfyNode):
             raise IllustposeNodeError("nothing to add: connect image with pose_model, or pose_keypoint "
                                       "(with or without the images it belongs to)")
         images = None if image is None else to_pil_images(image)
-        store = open_index(index_path(index, must_exist=False), create=True,
-                           model=_detector_names(segmenter, pose_model) if pose_keypoint is None else {})
+        files = {} if pose_keypoint is not None else {"segmenter": segmenter and segmenter.source,
+                                                     "pose": pose_model.source}
+        store = open_index(index_path(index, must_exist=False), create=True, model=weights_record(**files))
         if pose_keypoint is None:
             labels = _labels(sources, len(images), "image")
             ingest = Ingest(store, Pipeline(segmenter, None, pose_model).poses, allow_duplicates=allow_duplicates)
@@ -270,11 +267,13 @@ class PoseIndexQuery(io.ComfyNode):
             ],
             outputs=[
                 io.Image.Output(display_name="images", tooltip=(
-                    "The results' images, nearest first, letterboxed to size; grey where a file cannot be read.")),
+                    "The results' images, nearest first, letterboxed to size; grey where a file cannot be read; a "
+                    "card with the post id for a Danbooru link (nothing is downloaded).")),
                 io.Image.Output(display_name="openpose_images", tooltip=(
                     "The results' stored poses drawn as OpenPose where they lie in the images.")),
                 io.String.Output(display_name="results_json", tooltip=(
-                    "JSON list of {rank, distance, source, mirrored}; distance in pixels of the 256 px pose crop.")),
+                    "JSON list of {rank, distance, source, mirrored}, with danbooru_id and link for the authors' "
+                    "Danbooru set (index import-danbooru); distance in pixels of the 256 px pose crop.")),
                 io.String.Output(display_name="sources", tooltip="The results' sources, one per line."),
             ],
         )
@@ -295,10 +294,9 @@ class PoseIndexQuery(io.ComfyNode):
             raise IllustposeNodeError(f"no entry of {path} shares {min_joints} joints with the query; "
                                       "lower min_joints")
         entries = [store.get(h.id) for h in hits]
-        pictures = map_with_progress(lambda e: reference_image(e.source, size), entries)
+        pictures = map_with_progress(lambda e: result_picture(e, size), entries)
         renders = [pose_image(e, size) for e in entries]
-        results = [{"rank": h.rank, "distance": h.distance, "source": h.source, "mirrored": h.mirrored}
-                   for h in hits]
+        results = [hit_record(h, e.tags) for h, e in zip(hits, entries)]
         lines = [f"{h.rank:>3}  {h.distance:8.2f}  {h.source}" + ("  [mirrored]" if h.mirrored else "")
                  for h in hits]
         missing = [f"placeholder for rank {h.rank}: {why}" for h, (_, why) in zip(hits, pictures) if why]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -45,13 +47,21 @@ class FakePipeline:
 
 
 @pytest.fixture
-def run(capsys, monkeypatch):
-    """run(argv) -> (exit status, stdout, stderr), through the main CLI with the fake pipeline."""
+def run(capsys, monkeypatch, tmp_path):
+    """run(argv) -> (exit status, stdout, stderr), through the main CLI with the fake pipeline,
+    whose weight files are the ones given (--segmenter, --pose) or two default files."""
     pipeline = FakePipeline()
     built = []
+    defaults = {}
+    for role in ("segmenter", "pose"):
+        defaults[role] = tmp_path / "weights" / f"{role}.safetensors"
+        defaults[role].parent.mkdir(exist_ok=True)
+        defaults[role].write_bytes(role.encode())
 
     def build(args, tasks=("segment", "pose")):
         built.append(args)
+        for role, default in defaults.items():
+            setattr(pipeline, role, SimpleNamespace(source=getattr(args, role) or str(default)))
         return pipeline
 
     monkeypatch.setattr(cli_pipeline, "build_pipeline", build)
@@ -79,23 +89,33 @@ def test_build_is_resumable_and_query_finds_the_image(run, tmp_path):
     images = make_images(tmp_path / "refs", [(i, 10, 20) for i in range(6)])
     make_images(tmp_path / "refs" / "sub", [(200, 1, 1)])
     index = tmp_path / "refs.sqlite"
-    rc, _, err = run(["index", "build", index, tmp_path / "refs", "--segmenter", "seg.pth", "--quiet", "--no-recursive"])
+    seg = tmp_path / "seg.pth"
+    seg.write_bytes(b"segmenter weights")
+    rc, _, err = run(["index", "build", index, tmp_path / "refs", "--segmenter", seg, "--quiet", "--no-recursive"])
     assert rc == 0 and run.pipeline.calls == 6
     rc, _, err = run(["index", "build", index, tmp_path / "refs", "--commit-every", "2"])  # recursive by default
     assert rc == 0 and run.pipeline.calls == 7  # only the sub-folder image was new
     assert "added 1, skipped 6 already indexed" in err
+    assert "was built with segmenter seg.pth" in err and "now adding with segmenter segmenter.safetensors" in err
     with PoseIndex(index) as ix:
-        assert len(ix) == 7 and ix.model == {"segmenter": "seg.pth", "pose": None}
+        assert len(ix) == 7 and ix.model["segmenter"] == {
+            "file": "seg.pth", "path": str(seg.resolve()), "sha256": hashlib.sha256(b"segmenter weights").hexdigest()}
+        assert ix.model["pose"]["file"] == "pose.safetensors"
         entry = ix.get(1)
         assert entry.source == str(images[0].resolve()) and entry.image_size_hw == (48, 64)
     rc, out, _ = run(["index", "query", index, images[3], "-k", "3", "--json"])
     hits = json.loads(out)
-    assert rc == 0 and len(hits) == 3 and all(set(h) == {"rank", "distance", "source"} for h in hits)
-    assert hits[0] == {"rank": 1, "distance": 0.0, "source": str(images[3].resolve())}
+    assert rc == 0 and len(hits) == 3 and all(set(h) == {"rank", "distance", "source", "mirrored"} for h in hits)
+    assert hits[0] == {"rank": 1, "distance": 0.0, "source": str(images[3].resolve()), "mirrored": False}
     rc, out, _ = run(["index", "query", index, images[3], "-k", "2", "--mirror"])
     lines = out.splitlines()
     assert rc == 0 and lines[0].split() == ["rank", "distance", "source"] and len(lines) == 3
     assert lines[1].split()[:3] == ["1", "0.00", str(images[3].resolve())]
+    assert run.built[-1].segmenter == str(seg.resolve())  # a query by image uses the index's files
+    other = tmp_path / "other.pth"
+    other.write_bytes(b"other weights")
+    rc, _, err = run(["index", "query", index, images[3], "--segmenter", other])
+    assert rc == 0 and "warning:" in err and "other.pth" in err and "pass the index's files with --segmenter" in err
 
 
 def test_build_skips_unreadable_images_and_duplicates(run, tmp_path):

@@ -57,4 +57,4 @@ def test_cli_builds_and_queries_an_index_of_the_samples(converted, tmp_path, cap
     (tmp_path / "query.json").write_text(json.dumps(ann))  # its own COCO-17 pose, queried without models
     capsys.readouterr()
     assert main(["index", "query", str(index), str(tmp_path / "query.json"), "--json", "-k", "5", "--mirror"]) == 0
-    assert json.loads(capsys.readouterr().out) == [{"rank": 1, "distance": 0.0, "source": str((src / "r0c1.png").resolve())}]
+    assert json.loads(capsys.readouterr().out) == [{"rank": 1, "distance": 0.0, "source": str((src / "r0c1.png").resolve()), "mirrored": False}]

@@ -42,7 +42,8 @@ from ..results import PoseResult
 from .descriptor import PoseKeypoints
 from .store import IndexEntry, PoseIndex
 
-__all__ = ["load_pose_json", "png_bytes", "save_reference", "images_folder", "Ingest"]
+__all__ = ["load_pose_json", "png_bytes", "save_reference", "images_folder", "pose_entries", "Ingest",
+           "weights_record", "weights_differ"]
 
 #: the poses of the characters of an 8-bit RGB/RGBA PIL image, largest first (``Pipeline.poses``)
 Estimator = Callable[[Image.Image], Sequence[PoseResult]]
@@ -54,6 +55,28 @@ def _coco_poses(anns, images: dict, base: Path, path: Path) -> Iterator[tuple[st
         source = str(base / im["file_name"]) if im and im.get("file_name") else f"{path}#{n}"
         hw = (int(im["height"]), int(im["width"])) if im and "height" in im and "width" in im else None
         yield source, PoseKeypoints.from_coco_annotation(ann), hw
+
+
+def weights_record(**files) -> dict:
+    """What an index records of the weights that make its poses: for each weight file given
+    (keyword = role, ``segmenter`` / ``pose``; None and "" left out), ``{"file": name, "path":
+    absolute path, "sha256": hex}``.
+
+    Raises:
+        OSError: a weight file cannot be read.
+    """
+    from ..weights import file_sha256
+
+    return {role: {"file": Path(f).name, "path": str(Path(f).resolve()), "sha256": file_sha256(f)}
+            for role, f in files.items() if f}
+
+
+def weights_differ(recorded: Mapping[str, Any], used: Mapping[str, Any]) -> list[str]:
+    """The roles whose weight file differs (by sha256) between an index's record and ``used``
+    (both :func:`weights_record` values); an index recorded before files were hashed, or
+    without a role, compares nothing for it."""
+    return [role for role, rec in used.items()
+            if isinstance(recorded.get(role), Mapping) and recorded[role].get("sha256") != rec.get("sha256")]
 
 
 def load_pose_json(path: str | Path) -> list[tuple[str, PoseKeypoints, tuple[int, int] | None]]:
@@ -124,6 +147,19 @@ def images_folder(index: PoseIndex) -> Path:
     return index.path.with_name(f"{index.path.stem}_images")
 
 
+def pose_entries(poses: Sequence[PoseResult], source: str, sha: str, tags: Mapping[str, Any],
+                 min_score: float | None = None) -> list[IndexEntry]:
+    """The entries of one image's characters (its poses, largest first; see the module
+    docstring): the first carries the image's content hash ``sha``, character ``k >= 1`` the
+    hash of ``"<sha>#<k>"`` and the tag ``character: k`` (only when there are several).  Joints
+    scoring below ``min_score`` are stored as absent (None keeps all)."""
+    several = len(poses) > 1
+    return [IndexEntry.from_pose_result(
+        p, source, sha256=hashlib.sha256(f"{sha}#{k}".encode()).hexdigest() if k else sha,
+        tags={**tags, **({"character": k} if several else {})}, min_score=min_score)
+        for k, p in enumerate(poses)]
+
+
 class Ingest:
     """Makes entries for one index; the pose model runs only for content not indexed yet.
 
@@ -165,11 +201,7 @@ class Ingest:
         poses = list(self.estimate(image))
         if not poses:
             self.empty.append(source)
-        several = len(poses) > 1
-        return [IndexEntry.from_pose_result(
-            p, source, sha256=hashlib.sha256(f"{sha}#{k}".encode()).hexdigest() if k else sha,
-            tags={**self.tags, **tags, **({"character": k} if several else {})}, min_score=self.min_score)
-            for k, p in enumerate(poses)]
+        return pose_entries(poses, source, sha, {**self.tags, **tags}, self.min_score)
 
     def file_entries(self, path: str | Path) -> list[IndexEntry]:
         """The entries of one file: a pose JSON (every pose, no model) or an image (one per

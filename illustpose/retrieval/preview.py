@@ -7,7 +7,7 @@ source image, so the OpenPose render of a result lies over its picture.
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import ImageError
 from ..geometry import fit_in_square
@@ -16,7 +16,7 @@ from ..keypoints import coco17_to_openpose18
 from ..render import draw_openpose
 from .store import StoredEntry
 
-__all__ = ["PLACEHOLDER_GREY", "reference_image", "pose_image"]
+__all__ = ["PLACEHOLDER_GREY", "reference_image", "link_card", "result_picture", "pose_image"]
 
 #: grey level of the square shown for a result whose image cannot be read
 PLACEHOLDER_GREY = 128
@@ -41,15 +41,44 @@ def reference_image(source: str, size: int) -> tuple[np.ndarray, str | None]:
     return out, None
 
 
+def link_card(post_id: int, size: int) -> np.ndarray:
+    """A card for a result known only by its Danbooru post (nothing is downloaded): dark grey,
+    with ``Danbooru`` and ``#<post id>`` written on it.
+
+    Returns:
+        uint8 (size, size, 3) RGB.
+    """
+    card = Image.new("RGB", (size, size), (40, 40, 48))
+    draw = ImageDraw.Draw(card)
+    try:
+        font = ImageFont.load_default(size=max(8, size // 10))
+    except TypeError:  # Pillow < 10.1: the fixed bitmap font
+        font = ImageFont.load_default()
+    for text, y in (("Danbooru", 0.38), (f"#{int(post_id)}", 0.55)):
+        draw.text((size / 2, size * y), text, fill=(235, 235, 235), font=font, anchor="mm")
+    return np.asarray(card)
+
+
+def result_picture(entry: StoredEntry, size: int) -> tuple[np.ndarray, str | None]:
+    """What a query result shows: :func:`link_card` for a Danbooru support-set entry (its tags
+    hold ``danbooru_id``), else :func:`reference_image` of its source."""
+    post_id = entry.tags.get("danbooru_id") if isinstance(entry.tags, dict) else None
+    if isinstance(post_id, int):
+        return link_card(post_id, size), None
+    return reference_image(entry.source, size)
+
+
 def pose_image(entry: StoredEntry, size: int) -> np.ndarray:
     """The entry's stored body (17 COCO joints as OpenPose-18, present joints only) drawn on a
     ``size`` square where :func:`reference_image` puts its image; without a stored image size
-    the frame is the bbox with a 10% margin.
+    the frame is the bbox with a 10% margin.  A link-only entry (no stored pose) is black.
 
     Returns:
         uint8 (size, size, 3) RGB, black background.
     """
     p = entry.pose
+    if p is None:
+        return np.zeros((size, size, 3), dtype=np.uint8)
     if entry.image_size_hw:
         (ih, iw), x0, y0 = entry.image_size_hw, 0.0, 0.0
     else:

@@ -14,6 +14,11 @@ journal in WAL mode):
   ``present`` (bit j = joint j present), ``descriptor`` (float32 little-endian (D,), NaN
   at pairs with an absent joint), ``tags`` (JSON object), ``added`` (ISO-8601 UTC).
 
+Link-only entries (:attr:`IndexEntry.descriptor` given, no pose: the authors' Danbooru support
+set imported from ``neighbors.pkl``, :mod:`.danbooru`) have an empty ``keypoints`` blob, a zero
+bbox, every joint of the kind present, and their link as ``source``; :meth:`PoseIndex.get`
+returns them with ``pose`` None, and :meth:`PoseIndex.export_coco` leaves them out.
+
 Crash safety: :meth:`PoseIndex.add` commits every ``batch_size`` entries in one transaction
 (``synchronous=FULL``); a crash or ``kill -9`` loses at most the batch in flight and never
 corrupts the file (SQLite's WAL guarantees).  The search matrix (:mod:`.search`) is loaded
@@ -27,6 +32,7 @@ read from the file and a mismatch is refused.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -106,19 +112,23 @@ class IndexEntry:
     """One pose to add to an index.
 
     Attributes:
-        pose: the pose (its bbox defines the crop frame of the descriptor).
+        pose: the pose (its bbox defines the crop frame of the descriptor); None for a
+            link-only entry, which gives ``descriptor`` instead.
         source: path or URL of the reference image (or pose file), shown in query results.
         sha256: hex content hash used to skip duplicates (the CLI hashes the file's bytes);
             None = :meth:`PoseKeypoints.content_hash` of the pose.
         image_size_hw: ``(height, width)`` of the source image in pixels, or None.
         tags: JSON-serialisable mapping stored with the entry (e.g. ``{"character": "x"}``).
+        descriptor: for a link-only entry (``pose`` None): its complete descriptor, float
+            (D,) of the index's kind, finite and >= 0 (stored as float32); None otherwise.
     """
 
-    pose: PoseKeypoints
+    pose: PoseKeypoints | None
     source: str
     sha256: str | None = None
     image_size_hw: tuple[int, int] | None = None
     tags: Mapping[str, Any] = field(default_factory=dict)
+    descriptor: np.ndarray | None = None
 
     @classmethod
     def from_pose_result(cls, result: PoseResult, source: str, *, sha256: str | None = None,
@@ -130,13 +140,14 @@ class IndexEntry:
 
 @dataclass(frozen=True)
 class StoredEntry:
-    """An entry as stored (see the module docstring for the columns)."""
+    """An entry as stored (see the module docstring for the columns); ``pose`` is None for a
+    link-only entry."""
 
     id: int
     source: str
     sha256: str
     image_size_hw: tuple[int, int] | None
-    pose: PoseKeypoints
+    pose: PoseKeypoints | None
     tags: dict
     added: str
 
@@ -375,6 +386,15 @@ class PoseIndex:
         """The weights recorded at creation (``{}`` when none were)."""
         return json.loads(self._meta.get("model") or "{}")
 
+    def record_model(self, model: Mapping[str, Any]) -> None:
+        """Record the weights that produce the index's poses (:attr:`model`), replacing what
+        was recorded: for an index that has no entries yet (``index build`` records the files
+        it loads once it loads them)."""
+        value = json.dumps(dict(model), sort_keys=True)
+        with self._lock:
+            self._execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('model', ?)", (value,))
+            self._meta["model"] = value
+
     def __len__(self) -> int:
         with self._lock:
             return self._execute("SELECT count(*) FROM entries")[0][0]
@@ -409,9 +429,11 @@ class PoseIndex:
         result = AddResult([], [])
         batch: list[IndexEntry] = []
         for position, entry in enumerate(entries):
-            if not isinstance(entry, IndexEntry) or not isinstance(entry.pose, PoseKeypoints):
+            if not isinstance(entry, IndexEntry) or not (
+                    isinstance(entry.pose, PoseKeypoints) or (entry.pose is None and entry.descriptor is not None)):
                 raise PoseIndexError(
-                    f"entry {position}: expected an IndexEntry holding a PoseKeypoints, got {type(entry).__name__}"
+                    f"entry {position}: expected an IndexEntry holding a PoseKeypoints (or a descriptor and no "
+                    f"pose), got {type(entry).__name__}"
                 )
             batch.append(entry)
             if len(batch) == batch_size:
@@ -423,14 +445,18 @@ class PoseIndex:
 
     def _rows(self, batch: list[IndexEntry], first: int) -> list[tuple]:
         """Validated column values of a batch (without the id), descriptors computed together."""
-        poses = [e.pose for e in batch]
-        desc = pose_descriptors(np.stack([p.keypoints for p in poses]), np.array([p.bbox_xywh for p in poses]),
-                                self.kind)
+        poses = [e.pose for e in batch if e.pose is not None]
+        desc = iter(pose_descriptors(np.stack([p.keypoints for p in poses]), np.array([p.bbox_xywh for p in poses]),
+                                     self.kind) if poses else ())
         rows, added = [], _now()
-        for n, (entry, d) in enumerate(zip(batch, desc)):
+        for n, entry in enumerate(batch):
             where = f"entry {first + n} ({entry.source!r})"
             if not isinstance(entry.source, str) or not entry.source:
                 raise PoseIndexError(f"{where}: source must be a non-empty string")
+            if entry.pose is None:
+                rows.append(self._link_row(entry, where, added))
+                continue
+            d = next(desc)
             sha = entry.sha256 or entry.pose.content_hash()
             if not (isinstance(sha, str) and _SHA256_HEX.fullmatch(sha)):
                 raise PoseIndexError(f"{where}: sha256 must be 64 lowercase hex digits, got {sha!r}")
@@ -445,6 +471,22 @@ class PoseIndex:
                          *p.bbox_xywh, kps.tobytes(), _mask_bits(p.present), d.astype("<f4").tobytes(),
                          _json_tags(entry.tags, where), added))
         return rows
+
+    def _link_row(self, entry: IndexEntry, where: str, added: str) -> tuple:
+        """The column values of a link-only entry (see the module docstring)."""
+        try:
+            d = np.asarray(entry.descriptor, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise PoseIndexError(f"{where}: descriptor must be numbers") from None
+        if d.shape != (self.kind.dims,) or not np.isfinite(d).all() or (d < 0).any():
+            raise PoseIndexError(f"{where}: a link-only descriptor must be {self.kind.dims} finite distances >= 0 "
+                                 f"({self.kind.name} index), got shape {d.shape}")
+        d32 = d.astype("<f4")
+        sha = entry.sha256 or hashlib.sha256(b"illustpose-descriptor-v1" + d32.tobytes()).hexdigest()
+        if not (isinstance(sha, str) and _SHA256_HEX.fullmatch(sha)):
+            raise PoseIndexError(f"{where}: sha256 must be 64 lowercase hex digits, got {sha!r}")
+        return (entry.source, sha, None, None, 0.0, 0.0, 0.0, 0.0, b"", self.kind.full_mask, d32.tobytes(),
+                _json_tags(entry.tags, where), added)
 
     def _insert(self, batch: list[IndexEntry], first: int, allow_duplicates: bool, result: AddResult,
                 on_commit: Callable[[int], None] | None) -> None:
@@ -491,6 +533,8 @@ class PoseIndex:
 
     def _stored(self, row) -> StoredEntry:
         eid, source, sha, w, h, bx, by, bw, bh, kps, present, tags, added = row
+        if not kps:  # a link-only entry
+            return StoredEntry(eid, source, sha, None, None, json.loads(tags), added)
         if len(kps) != NUM_JOINTS * 3 * 8:
             raise PoseIndexError(f"{self.path}: entry {eid} has a damaged keypoints blob ({len(kps)} bytes)")
         arr = np.frombuffer(kps, dtype="<f8").reshape(NUM_JOINTS, 3)
@@ -634,7 +678,7 @@ class PoseIndex:
         try:
             cur = self._conn.execute(f"SELECT {self._ENTRY_COLUMNS} FROM entries ORDER BY id")
             while page := cur.fetchmany(_LOAD_PAGE):
-                yield from map(self._stored, page)
+                yield from (e for e in map(self._stored, page) if e.pose is not None)
         except sqlite3.DatabaseError as e:
             raise self._corrupt(e) from None
 
@@ -660,7 +704,7 @@ class PoseIndex:
         (``id`` = ``image_id`` = entry id; present joints ``v = 2``, absent ``[0, 0, 0]``;
         ``extra_keypoints`` with the model's 8 extra joints) plus the entry's ``tags``.
         Written by :func:`illustpose.datasets.write_coco` (streamed, atomic), so it is
-        complete or absent.
+        complete or absent.  Link-only entries (no pose) are left out.
 
         Returns:
             the written path.

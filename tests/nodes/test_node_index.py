@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -123,7 +124,9 @@ def test_add_from_images_stores_pngs_beside_the_index_and_a_query_image_finds_it
     with PoseIndex(index) as store:
         e = store.get(1)
         assert (e.source, e.tags, e.image_size_hw) == (str(saved / "hero.png"), {"label": "x/hero.png"}, (H, W))
-        assert store.model == {"segmenter": "segmenter.safetensors", "pose": "feat_match+data.safetensors"}
+        assert {role: rec["file"] for role, rec in store.model.items()} == {
+            "segmenter": "segmenter.safetensors", "pose": "feat_match+data.safetensors"}
+        assert all(len(rec["sha256"]) == 64 and Path(rec["path"]).is_file() for rec in store.model.values())
 
     runs = []
     monkeypatch.setattr(models["pose_model"], "estimate", lambda *a, **k: runs.append(1))
@@ -271,3 +274,20 @@ def test_bad_input_combinations_are_clear_errors(pack, tmp_path):
     ]:
         with pytest.raises(pack.node_error, match=message):
             query(pack, index, **kw)
+
+
+def test_danbooru_links_show_as_cards_and_results_json_carries_the_links(pack, tmp_path):
+    """An index of the authors' support set (index import-danbooru, link-only entries): cards with
+    the post id instead of grey placeholders, black renders, and the links in results_json."""
+    from pathlib import Path
+
+    from illustpose import cli
+
+    release = Path(__file__).parents[1] / "data" / "danbooru_sklearn_1_0_1"
+    index = tmp_path / "danbooru.sqlite"
+    assert cli.main(["index", "import-danbooru", str(index), "--from", str(release)]) == 0
+    (imgs, renders, results, sources), ui = query(pack, index, k=2, mirror=False, pose_keypoint=frames(skeletons(1)))
+    hits = json.loads(results)
+    assert len(hits) == 2 and hits[0]["link"] == f"https://danbooru.donmai.us/posts/{hits[0]['danbooru_id']}"
+    assert sources.splitlines() == [h["link"] for h in hits] and "placeholder" not in ui["text"][0]
+    assert not torch.all(imgs == 128 / 255) and torch.all(renders == 0)
