@@ -26,6 +26,8 @@ from retrieval_poses import random_poses
 class FakePipeline:
     """Stands in for the segmenter+pose pipeline: the pose is a function of the image's colour."""
 
+    segmenter = pose = None  # no weight files (the `run` fixture gives it some)
+
     def __init__(self):
         self.calls = 0
 

@@ -40,6 +40,11 @@ def _weight_files(args) -> dict:
     return {task.flag: str(file) for task, _, file in _pipeline.weight_files(args, _TASKS)}
 
 
+def _pipeline_files(pipe) -> dict:
+    """``{"segmenter": path, "pose": path}`` of a pipeline's detectors (None for one it lacks)."""
+    return {role: getattr(getattr(pipe, role), "source", None) for role in ("segmenter", "pose")}
+
+
 def _files(model: dict, roles: list[str]) -> str:
     """``pose NAME (sha256 0123456789ab)`` for each role of a :func:`weights_record` value."""
     return ", ".join(f"{role} {model[role]['file']} (sha256 {model[role]['sha256'][:12]})" for role in roles)
@@ -88,7 +93,7 @@ def _add(index, args, inputs: list[str]) -> int:
     @functools.cache
     def pipeline():
         pipe = _pipeline.build_pipeline(args, _TASKS)
-        _check_weights(index, {"segmenter": pipe.segmenter.source, "pose": pipe.pose.source})
+        _check_weights(index, _pipeline_files(pipe))
         return pipe
 
     files = _input_files(inputs, args.recursive)
@@ -225,7 +230,7 @@ def _query_pipeline(args, index):
         if isinstance(rec, dict) and getattr(args, role, "") is None and Path(str(rec.get("path"))).is_file():
             setattr(args, role, rec["path"])
     pipe = _pipeline.build_pipeline(args, _TASKS)
-    used = weights_record(segmenter=pipe.segmenter.source, pose=pipe.pose.source)
+    used = weights_record(**_pipeline_files(pipe))
     if differ := weights_differ(index.model, used):
         say(f"warning: {index.path} was built with {_files(index.model, differ)}, but this query uses "
             f"{_files(used, differ)}: its pose is compared with poses of other weights; pass the index's files "
