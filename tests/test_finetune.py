@@ -150,10 +150,11 @@ def test_swapped_left_right_labels_are_learned(base, tmp_path):
     original = coco_subset(tmp_path / "original.json", 4)
     out = tmp_path / "swapped.safetensors"
     start = scores(base, swapped)["pdj@0.2"]
-    finetune(base, swapped, SAMPLES, out, config=FinetuneConfig(epochs=15, augment=False, sigma=2.0, **FAST))
+    finetune(base, swapped, SAMPLES, out, config=FinetuneConfig(epochs=25, augment=False, sigma=2.0, **FAST))
     learned, other = scores(out, swapped)["pdj@0.2"], scores(out, original)["pdj@0.2"]
-    # from random weights: ~60 steps move PDJ@0.2 against the swapped labels from ~0 to ~0.55
-    assert start < 0.1 and learned > 0.4 and learned > other + 0.1, (start, learned, other)
+    # from random weights: 100 steps move PDJ@0.2 against the swapped labels from 0 to 0.68 (0.78 and
+    # 0.81 with two other random bases), while the unswapped labels stay at 0.22 to 0.25
+    assert start < 0.1 and learned > 0.5 and learned > other + 0.3, (start, learned, other)
     before, after = tensors(base), tensors(out)
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("resnet."))
 
