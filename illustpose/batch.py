@@ -86,9 +86,9 @@ def load_or_error(load: Callable, item) -> Loaded:
 
 
 def failure(source: str, message: str) -> str:
-    """A failed input's report: ``message``, led by the input's name unless it names it already
-    (a file that cannot be read says which; a refusal from the models' input step does not)."""
-    return message if source in message else f"{source}: {message}"
+    """A failed input's report: ``message``, led by the input's name unless it starts with it
+    already (a file that cannot be read says which; a refusal from the models' input step does not)."""
+    return message if message.startswith(source) else f"{source}: {message}"
 
 
 def prefetch(items: Iterable[T], load: Callable[[T], object], *, workers: int = 0, ahead: int = 8) -> Iterator[Loaded]:

@@ -214,9 +214,10 @@ class PoseIndexAdd(io.ComfyNode):
             raise IllustposeNodeError("nothing to add: connect image with pose_model, or pose_keypoint "
                                       "(with or without the images it belongs to)")
         images = None if image is None else to_pil_images(image)
-        files = {} if pose_keypoint is not None else {"segmenter": segmenter and segmenter.source,
-                                                     "pose": pose_model.source}
-        store = open_index(index_path(index, must_exist=False), create=True, model=weights_record(**files))
+        path = index_path(index, must_exist=False)
+        files = {} if pose_keypoint is not None or path.exists() else {  # hashed for a new index only
+            "segmenter": segmenter and segmenter.source, "pose": pose_model.source}
+        store = open_index(path, create=True, model=weights_record(**files))
         if pose_keypoint is None:
             labels = _labels(sources, len(images), "image")
             ingest = Ingest(store, Pipeline(segmenter, None, pose_model).poses, allow_duplicates=allow_duplicates)

@@ -145,3 +145,29 @@ def test_the_model_inputs_are_made_in_the_loader_threads(tiny_weights, tmp_path,
     files = {w: {p.relative_to(tmp_path / w).as_posix(): p.read_bytes() for p in sorted((tmp_path / w).rglob("*.*"))}
              for w in ("w2", "w0")}
     assert len(files["w2"]) == 3 * 8 and files["w2"] == files["w0"]
+
+
+def test_a_failure_is_led_by_its_input_unless_the_message_starts_with_it():
+    from illustpose.batch import failure
+
+    assert failure("/x/a.png", "/x/a.png: not an image") == "/x/a.png: not an image"
+    assert failure("a.png", "/x/data.png: not an image") == "a.png: /x/data.png: not an image"
+
+
+def test_inputs_prepared_for_another_size_are_refused():
+    import torch
+    from PIL import Image
+
+    from illustpose.models.segmenter import CharacterSegmenter, CharacterSegmenterNet
+    from illustpose.models.tagger import DanbooruTagger, DanbooruTaggerNet
+
+    image = Image.new("RGB", (80, 60), (200, 100, 50))
+    seg64, seg32 = (CharacterSegmenter(CharacterSegmenterNet().eval(), size=s) for s in (64, 32))
+    tag64, tag32 = (DanbooruTagger(DanbooruTaggerNet(3).eval(), ["a", "b", "c"], size=s) for s in (64, 32))
+    with torch.no_grad():
+        assert seg64.segment([image], [seg64.prepare(image)])[0].mask.shape == (60, 80)
+        assert len(tag64.tag_inputs([tag64.prepare(image)])) == 1
+        with pytest.raises(ValueError, match="does not fit this segmenter"):
+            seg64.segment([image], [seg32.prepare(image)])
+        with pytest.raises(ValueError, match="do not fit this tagger"):
+            tag64.tag_inputs([tag32.prepare(image)])

@@ -145,11 +145,17 @@ class CharacterSegmenter(Detector):
 
         Raises:
             ImageError: an image has more than :data:`~illustpose.images.MAX_PIXELS` pixels.
-            ValueError: ``inputs`` of another length than ``images``.
+            ValueError: ``inputs`` of another length than ``images``, or one not made by this
+                segmenter's :meth:`prepare`.
         """
         inputs = [self.prepare(im) for im in images] if inputs is None else list(inputs)
         if len(inputs) != len(images):
             raise ValueError(f"got {len(images)} images but {len(inputs)} prepared inputs")
+        for im, t in zip(images, inputs):
+            canvas, _ = segmenter_frame((im.height, im.width), self.size, SEGMENTER_MAX_ASPECT * self.size)
+            if tuple(t.shape) != (3, *canvas):
+                raise ValueError(f"a prepared input of shape {tuple(t.shape)} does not fit this segmenter "
+                                 f"(expected {(3, *canvas)}): prepare the image with this segmenter")
         probs: list[torch.Tensor | None] = [None] * len(images)
         groups: dict[tuple, list[int]] = {}
         for i, t in enumerate(inputs):

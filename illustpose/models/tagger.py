@@ -196,9 +196,20 @@ class DanbooruTagger(Detector):
 
     def tag_inputs(self, inputs: Sequence[torch.Tensor]) -> list[TagResult]:
         """:meth:`tag` on inputs made beforehand by :meth:`prepare` (e.g. in a loader thread),
-        run as one batch; the same results as :meth:`tag` on their images."""
+        run as one batch; the same results as :meth:`tag` on their images.
+
+        Args:
+            inputs: float32 (3, S, S) tensors in [0, 1], S = :attr:`size`.
+
+        Raises:
+            ValueError: an input of another shape (not made by this tagger's :meth:`prepare`).
+        """
         if not inputs:
             return []
+        wanted = (3, self.size, self.size)
+        if bad := [tuple(t.shape) for t in inputs if tuple(t.shape) != wanted]:
+            raise ValueError(f"prepared inputs of shape {bad[0]} do not fit this tagger (expected {wanted}): "
+                             "prepare the images with this tagger")
         logits = self.logits(torch.stack(list(inputs)))
         probs = torch.sigmoid(logits)
         return [TagResult(dict(zip(self.tag_names, p.tolist())), lg.numpy()) for lg, p in zip(logits, probs)]
