@@ -48,7 +48,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     The target's folder is created if missing.  The temporary file already exists (empty,
     mode from the umask) when the block starts; write it by name (``img.save(tmp)``,
-    ``safetensors.torch.save_file(..., tmp)``, ``open(tmp, "w")``), which keeps that mode.
+    ``open(tmp, "w")``), which keeps that mode (a writer that replaces the file instead, as
+    ``safetensors.torch.save_file`` 0.8 does with mode 0600, needs the mode put back).
     Readers of ``path`` see the old file or the complete new one, never a partial write.
 
     Raises:

@@ -174,3 +174,95 @@ def test_animepose_segmenter_loads_as_is(golden_state_dicts, tmp_path):
     assert seg.size == 256 and all(torch.equal(own[k], v) for k, v in golden_state_dicts["segmenter"].items())
     meta = read_checkpoint(convert(path, tmp_path / "segmenter.safetensors")).metadata
     assert meta["source"] == "character_bg_seg.safetensors" and meta["source_sha256"] == sha256_file(path)
+
+
+def test_saved_safetensors_have_the_umask_mode(tmp_path):
+    import os
+    import stat
+
+    import torch
+
+    from illustpose.checkpoints import save_safetensors
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    path = tmp_path / "w.safetensors"
+    save_safetensors(path, {"x": torch.zeros(2)}, model="segmenter", hparams={})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # not safetensors' own 0600
+
+
+def test_safetensors_without_hparams_load_with_the_released_values(tmp_path):
+    import torch
+
+    from illustpose.checkpoints import read_checkpoint, save_safetensors
+    from illustpose.errors import CheckpointError
+    from illustpose.models.feat_match import FeatMatchPoseNet
+    from illustpose.models.pose import PoseEstimator
+
+    path = tmp_path / "pose.safetensors"
+    save_safetensors(path, FeatMatchPoseNet().state_dict(), model="feat_match", hparams=None)
+    assert PoseEstimator.from_checkpoint(read_checkpoint(path)).crop_size == 256
+    save_safetensors(path, {"x": torch.zeros(1)}, model="feat_match", hparams=[1])
+    with pytest.raises(CheckpointError, match="not a JSON object"):
+        read_checkpoint(path)
+
+
+# ---------------------------------------------------------------- allow-list stand-ins
+
+
+def test_model_zoo_pkl_refuses_numpy_calls_that_allocate(tmp_path):
+    import numpy as np
+
+    from illustpose.checkpoints import read_model_zoo_pkl
+
+    view = pickle.dumps({"model": {"w": _Reduce(np.ndarray, (2_000_000, 300), "f8", b"\0" * 8, 0, (0, 0))}}, 2)
+    reconstruct = np.zeros(1).__reduce__()[0]
+    big = pickle.dumps({"model": {"w": _Reduce(reconstruct, np.ndarray, (1000,), b"b")}}, 2)
+    many = pickle.dumps({"model": {"w": _Reduce(bytes, 10**6)}}, 2)
+    for name, blob, match in (("view", view, "numpy.ndarray"), ("big", big, r"shape \(1000,\)"),
+                              ("many", many, r"bytes\(1000000,\)"),
+                              ("old", big.replace(b"numpy._core", b"numpy.core"), r"shape \(1000,\)")):
+        path = tmp_path / f"{name}.pkl"
+        path.write_bytes(blob)
+        with pytest.raises(UnsafeCheckpointError, match=rf"{name}\.pkl: refused: .*{match}"):
+            read_model_zoo_pkl(path)
+    good = tmp_path / "good.pkl"  # a protocol-2 file with numpy 1.x names and an empty array reads
+    arrays = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "e": np.zeros((0, 4), dtype=np.float32)}
+    good.write_bytes(pickle.dumps({"model": arrays}, 2).replace(b"numpy._core", b"numpy.core"))
+    got = read_model_zoo_pkl(good)
+    assert got["w"].tolist() == arrays["w"].tolist() and tuple(got["e"].shape) == (0, 4)
+
+
+class _Reduce:
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def test_build_on_allowed_globals_does_not_reach_the_next_load(tmp_path):
+    """A pickle's BUILD step sets attributes on what find_class gives it; the shared allow-list
+    objects (storage markers, placeholders, Python functions, classes) stay as they were."""
+    from illustpose.checkpoints import _TORCH_ALLOWED, _ZOO_ALLOWED, RestrictedUnpickler
+
+    class Unpickler(RestrictedUnpickler):
+        allowed = {**_TORCH_ALLOWED, **_ZOO_ALLOWED}
+
+    float_storage = _TORCH_ALLOWED[("torch", "FloatStorage")]
+    try:
+        for module, name in Unpickler.allowed:
+            for attr, value in (("zz_changed", b"K\x01"), ("dtype", b"N")):  # dtype: the storage markers'
+                blob = (b"\x80\x02" + f"c{module}\n{name}\n".encode() + b"N}X" + len(attr).to_bytes(4, "little")
+                        + attr.encode() + value + b"s\x86b.")
+                try:
+                    Unpickler(io.BytesIO(blob), "t.pkl").load()
+                except (CheckpointError, TypeError, AttributeError):
+                    pass  # C objects cannot be changed at all
+        assert [key for key, obj in Unpickler.allowed.items() if hasattr(obj, "zz_changed")] == []
+        assert float_storage.dtype is torch.float32
+    finally:
+        float_storage.dtype = torch.float32
+        for obj in Unpickler.allowed.values():
+            if "zz_changed" in getattr(obj, "__dict__", {}):
+                delattr(obj, "zz_changed")

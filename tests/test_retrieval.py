@@ -503,15 +503,19 @@ def test_export_coco_is_valid_and_atomic(index_path, tmp_path):
     with PoseIndex(index_path, create=True) as index:
         index.add(entries(0, 5))
         pose = next(entries(9, 10)).pose
-        partial = PoseKeypoints.create(pose.keypoints[:17], pose.bbox_xywh, present=np.arange(17) != 3)
-        index.add([IndexEntry(partial, "partial.png", image_size_hw=(480, 640), tags={"who": "x"})])
+        kp = pose.keypoints[:17].copy()
+        kp[5] = (1200.0, 10.0)  # outside the 1000 px wide image, as joint 14 (y = -12) is: exported as
+        # absent, as annotate marks them
+        partial = PoseKeypoints.create(kp, pose.bbox_xywh, present=np.arange(17) != 3)
+        index.add([IndexEntry(partial, "partial.png", image_size_hw=(900, 1000), tags={"who": "x"})])
         out = index.export_coco(tmp_path / "out" / "refs.json")
     assert sorted(p.name for p in out.parent.iterdir()) == ["refs.json"]
     data = json.loads(out.read_text())
     assert [im["id"] for im in data["images"]] == [1, 2, 3, 4, 5, 6]
-    assert data["images"][5] == {"id": 6, "file_name": "partial.png", "height": 480, "width": 640}
+    assert data["images"][5] == {"id": 6, "file_name": "partial.png", "height": 900, "width": 1000}
     ann = data["annotations"][5]
-    assert ann["keypoints"][9:12] == [0.0, 0.0, 0] and ann["num_keypoints"] == 16 and ann["tags"] == {"who": "x"}
+    assert ann["keypoints"][9:12] == ann["keypoints"][15:18] == ann["keypoints"][42:45] == [0.0, 0.0, 0]
+    assert ann["num_keypoints"] == 14 and ann["tags"] == {"who": "x"}
     assert ann["keypoints"][:2] == pose.keypoints[0].tolist() and ann["keypoints"][2] == 2
     assert len(data["annotations"][0]["extra_keypoints"]) == 8
     coco = coco_tools.COCO(str(out))

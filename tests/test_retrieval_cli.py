@@ -118,6 +118,9 @@ def test_build_is_resumable_and_query_finds_the_image(run, tmp_path):
     other.write_bytes(b"other weights")
     rc, _, err = run(["index", "query", index, images[3], "--segmenter", other])
     assert rc == 0 and "warning:" in err and "other.pth" in err and "pass the index's files with --segmenter" in err
+    seg.unlink()
+    rc, _, err = run(["index", "query", index, images[3]])  # the recorded file is gone: the default is used
+    assert rc == 0 and f"{seg.resolve()} is gone" in err and "segmenter.safetensors" in err
 
 
 def test_build_skips_unreadable_images_and_duplicates(run, tmp_path):

@@ -226,15 +226,19 @@ def _query_pipeline(args, index):
     (when they are still where they were), and a warning when the query's files differ from them."""
     from ..retrieval.ingest import weights_differ, weights_record
 
+    gone = []
     for role, rec in index.model.items():
-        if isinstance(rec, dict) and getattr(args, role, "") is None and Path(str(rec.get("path"))).is_file():
-            setattr(args, role, rec["path"])
+        if isinstance(rec, dict) and getattr(args, role, "") is None:
+            if Path(str(rec.get("path"))).is_file():
+                setattr(args, role, rec["path"])
+            else:
+                gone.append(f"{rec.get('path')} is gone")
     pipe = _pipeline.build_pipeline(args, _TASKS)
     used = weights_record(**_pipeline_files(pipe))
     if differ := weights_differ(index.model, used):
-        say(f"warning: {index.path} was built with {_files(index.model, differ)}, but this query uses "
-            f"{_files(used, differ)}: its pose is compared with poses of other weights; pass the index's files "
-            f"with --{' and --'.join(differ)}")
+        say(f"warning: {index.path} was built with {_files(index.model, differ)}"
+            + (f" ({'; '.join(gone)})" if gone else "") + f", but this query uses {_files(used, differ)}: its pose "
+            f"is compared with poses of other weights; pass the index's files with --{' and --'.join(differ)}")
     return pipe
 
 

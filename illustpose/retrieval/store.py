@@ -691,9 +691,12 @@ class PoseIndex:
 
     @staticmethod
     def _coco_annotation(e: StoredEntry) -> dict:
+        from ..characters import joints_present
+
         p = e.pose
-        xy = np.where(p.present[:, None], p.keypoints, 0.0)
-        ann = to_coco_annotation(xy, p.scores, p.bbox_xywh, image_id=e.id, ann_id=e.id, present=p.present)
+        present = p.present if e.image_size_hw is None else p.present & joints_present(p.keypoints, e.image_size_hw)
+        xy = np.where(present[:, None], p.keypoints, 0.0)
+        ann = to_coco_annotation(xy, p.scores, p.bbox_xywh, image_id=e.id, ann_id=e.id, present=present)
         return {**ann, "tags": e.tags}
 
     def export_coco(self, path: str | os.PathLike) -> Path:
@@ -701,7 +704,8 @@ class PoseIndex:
 
         ``images[i]``: ``id`` (= entry id), ``file_name`` (the source), ``width``/``height``
         when known.  ``annotations[i]``: :func:`illustpose.keypoints.to_coco_annotation`
-        (``id`` = ``image_id`` = entry id; present joints ``v = 2``, absent ``[0, 0, 0]``;
+        (``id`` = ``image_id`` = entry id; present joints ``v = 2``, absent ``[0, 0, 0]``, as are
+        joints outside the image, as ``annotate`` marks them;
         ``extra_keypoints`` with the model's 8 extra joints) plus the entry's ``tags``.
         Written by :func:`illustpose.datasets.write_coco` (streamed, atomic), so it is
         complete or absent.  Link-only entries (no pose) are left out.
