@@ -27,11 +27,13 @@ pytorch_lightning, easydict nor Detectron2 is needed.
 
 from __future__ import annotations
 
-import codecs
+import copy
 import io
 import json
 import os
 import pickle
+import stat
+import types
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -134,6 +136,28 @@ _TORCH_ALLOWED: dict[tuple[str, str], Any] = {
 _TORCH_ALLOWED.update({("torch", name): _StorageType(name) for name in _STORAGE_DTYPES})
 
 
+_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class made by Python code, whose attributes can be set
+
+
+class _Call:
+    """A fresh callable standing for one allow-listed Python function, made per lookup: a
+    pickle's BUILD step on it cannot change the shared function (its ``__defaults__`` ...)."""
+
+    __slots__ = ("_func",)
+
+    def __init__(self, func):
+        object.__setattr__(self, "_func", func)
+
+    def __call__(self, *args, **kwargs):
+        return self._func(*args, **kwargs)
+
+    def __setattr__(self, name, value):
+        raise UnsafeCheckpointError(f"refused: the pickle sets the attribute {name!r} of an allow-listed function")
+
+    def __repr__(self) -> str:
+        return f"<allowed {getattr(self._func, '__qualname__', self._func)!r}>"
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """An unpickler that resolves only the globals of an allow-list; nothing else is imported.
 
@@ -141,6 +165,13 @@ class RestrictedUnpickler(pickle.Unpickler):
     :attr:`refusal_hint` (what to tell the user).  ``find_class`` of any other global raises
     :class:`~illustpose.errors.UnsafeCheckpointError` naming it, before anything from the file
     runs; persistent ids are refused unless a subclass handles them.
+
+    What a pickle gets for an allowed global cannot outlive its load (a BUILD step sets
+    attributes on whatever it is given): Python functions come wrapped in a fresh
+    :class:`_Call` per lookup, Python classes as a subclass made for this unpickler, other
+    Python objects (markers, placeholders) as a copy; C functions and C types, whose attributes
+    cannot be set, as they are.  An ``UnsafeCheckpointError`` starting ``"refused:"`` (raised
+    by a stand-in) gets the file name added.
 
     Args:
         fp: the binary pickle stream.
@@ -154,15 +185,36 @@ class RestrictedUnpickler(pickle.Unpickler):
     def __init__(self, fp, source: str, **kwargs):
         super().__init__(fp, **kwargs)
         self.source = source
+        self._classes: dict[type, type] = {}
 
     def find_class(self, module: str, name: str):
         try:
-            return self.allowed[(module, name)]
+            obj = self.allowed[(module, name)]
         except KeyError:
             raise UnsafeCheckpointError(
                 f"{self.source}: refused to load: the pickle asks for the global '{module}.{name}', "
                 f"which is not on the allow-list of this file type. Nothing was executed. {self.refusal_hint}"
             ) from None
+        if isinstance(obj, types.FunctionType):
+            return _Call(obj)
+        if isinstance(obj, type):
+            if not obj.__flags__ & _HEAPTYPE:
+                return obj
+            if obj not in self._classes:
+                self._classes[obj] = type(obj.__name__, (obj,), {"__module__": obj.__module__})
+            return self._classes[obj]
+        if isinstance(obj, types.BuiltinFunctionType):
+            return obj
+        return copy.copy(obj)
+
+    def load(self):
+        """Unpickle the stream (:meth:`pickle.Unpickler.load`), naming the file in a stand-in's refusal."""
+        try:
+            return super().load()
+        except UnsafeCheckpointError as e:
+            if str(e).startswith("refused:"):
+                raise UnsafeCheckpointError(f"{self.source}: {e}") from None
+            raise
 
     def persistent_load(self, pid):
         raise CheckpointError(f"{self.source}: unexpected persistent id {pid!r} in the pickle")
@@ -344,6 +396,11 @@ def _read_safetensors(p: Path) -> Checkpoint:
         hp = json.loads(meta.pop("hparams", "{}"))
     except json.JSONDecodeError:
         raise CheckpointError(f"{p}: metadata 'hparams' is not valid JSON") from None
+    if hp is None:  # written with hparams=None: no training settings, as a file without the key
+        hp = {}
+    if not isinstance(hp, dict):
+        raise CheckpointError(f"{p}: metadata 'hparams' is {type(hp).__name__}, not a JSON object; "
+                              "convert the weights again (`python -m illustpose weights convert`)")
     return Checkpoint(sd, hp, "safetensors", str(p), meta)
 
 
@@ -352,15 +409,69 @@ def _read_safetensors(p: Path) -> Checkpoint:
 _NP_RECONSTRUCT = np.zeros(1).__reduce__()[0]
 _NP_FROMBUFFER = np.zeros(1).__reduce_ex__(5)[0]
 _NP_SCALAR = np.float32(0).__reduce__()[0]
+_LATIN1_NAMES = frozenset({"latin1", "latin-1", "iso-8859-1", "iso8859-1", "l1"})
+
+
+class _NdarrayMarker:
+    """Inert stand-in for ``numpy.ndarray`` in a pickle: numpy's pickles only pass it to
+    ``_reconstruct`` (:func:`_np_reconstruct`); calling it (a huge or zero-stride array from a
+    few bytes) is refused."""
+
+    def __call__(self, *args, **kwargs):
+        raise UnsafeCheckpointError("refused: the pickle calls numpy.ndarray(...) itself; numpy's own pickles "
+                                    "never do")
+
+    def __repr__(self) -> str:
+        return "<numpy.ndarray marker>"
+
+
+def _np_reconstruct(cls, shape, dtype):
+    """numpy's ``_reconstruct(ndarray, shape, typecode)`` for the empty array its pickles start from.
+
+    numpy always writes the shape ``(0,)``; the data follows in ``ndarray.__setstate__``, which
+    checks its size against the bytes in the file.  Anything else (another class, a shape with
+    elements: memory allocated from a few bytes) raises
+    :class:`~illustpose.errors.UnsafeCheckpointError`.
+
+    Returns:
+        an empty ``numpy.ndarray``.
+    """
+    if not isinstance(cls, _NdarrayMarker):
+        raise UnsafeCheckpointError(f"refused: numpy's _reconstruct asked to create {cls!r:.60}, not an ndarray")
+    if not (isinstance(shape, tuple) and all(isinstance(n, (int, np.integer)) for n in shape) and 0 in shape):
+        raise UnsafeCheckpointError(f"refused: numpy's _reconstruct with the shape {shape!r:.60}; numpy's own "
+                                    "pickles give a shape with 0 elements")
+    return _NP_RECONSTRUCT(np.ndarray, shape, dtype)
+
+
+def _latin1_encode(text, encoding="latin1"):
+    """``_codecs.encode`` as protocol-2 pickles use it (str -> bytes, latin-1); other codecs
+    (compared by name, no codec lookup runs) raise :class:`~illustpose.errors.UnsafeCheckpointError`."""
+    if not (isinstance(encoding, str) and encoding.lower() in _LATIN1_NAMES and isinstance(text, str)):
+        raise UnsafeCheckpointError(f"refused: _codecs.encode with encoding {encoding!r:.40} (only latin-1 is used "
+                                    "by pickled bytes)")
+    return text.encode("latin1")
+
+
+def _empty_bytes(*args):
+    """``bytes()``, how protocol-2 pickles spell ``b""`` (an empty array's data); ``bytes(n)``
+    (memory from a few bytes) raises :class:`~illustpose.errors.UnsafeCheckpointError`."""
+    if args:
+        raise UnsafeCheckpointError(f"refused: bytes{args!r:.40} (pickles only call bytes() for b'')")
+    return b""
+
+
 #: The globals of a Detectron2 model-zoo ``.pkl`` (a dict of numpy arrays).
 _ZOO_ALLOWED: dict[tuple[str, str], Any] = {
-    ("_codecs", "encode"): codecs.encode,  # how protocol-2 pickles from Python 3 spell bytes
+    ("_codecs", "encode"): _latin1_encode,  # how protocol-2 pickles from Python 3 spell bytes
+    ("builtins", "bytes"): _empty_bytes,
+    ("__builtin__", "bytes"): _empty_bytes,
     ("collections", "OrderedDict"): OrderedDict,
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "ndarray"): _NdarrayMarker(),
     ("numpy", "dtype"): np.dtype,
 }
 for _pkg in ("numpy.core", "numpy._core"):
-    _ZOO_ALLOWED[(f"{_pkg}.multiarray", "_reconstruct")] = _NP_RECONSTRUCT
+    _ZOO_ALLOWED[(f"{_pkg}.multiarray", "_reconstruct")] = _np_reconstruct
     _ZOO_ALLOWED[(f"{_pkg}.multiarray", "scalar")] = _NP_SCALAR
     _ZOO_ALLOWED[(f"{_pkg}.numeric", "_frombuffer")] = _NP_FROMBUFFER
 
@@ -377,7 +488,7 @@ def read_model_zoo_pkl(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     The file (e.g. ``COCO-Keypoints/keypoint_rcnn_R_101_FPN_3x/138363331/model_final_997cc7.pkl``)
     is a pickled ``{'model': {detectron2_name: numpy array}, '__author__': ..., ...}``, possibly
     a Python 2 pickle.  It is read with an allow-list unpickler (numpy array/dtype
-    reconstruction, ``OrderedDict`` and ``_codecs.encode`` only).  Which names and shapes a
+    reconstruction, ``OrderedDict`` and ``_codecs.encode`` for latin-1 only).  Which names and shapes a
     model needs is checked by its builder (:func:`illustpose.models.feat_concat.build`).
 
     Returns:
@@ -413,7 +524,7 @@ def save_safetensors(
     state_dict: Mapping[str, torch.Tensor],
     *,
     model: str,
-    hparams: Mapping,
+    hparams: Mapping | None,
     extra: Mapping[str, str] | None = None,
 ) -> None:
     """Write weights in illustpose's safetensors format, atomically.
@@ -422,7 +533,8 @@ def save_safetensors(
         path: destination ``.safetensors``.
         state_dict: Lightning key names -> tensors (made contiguous, copied to CPU).
         model: model kind (``"tagger"``, ``"segmenter"``, ``"feat_match"``, ``"feat_concat"``).
-        hparams: JSON-serialisable hyper-parameters (stored as the ``hparams`` metadata).
+        hparams: JSON-serialisable hyper-parameters (stored as the ``hparams`` metadata; None or
+            ``{}``: none, the registry's released values are used when loading).
         extra: more string metadata (``tags`` JSON, ``source``, ``source_sha256``).
     """
     from safetensors.torch import save_file
@@ -431,4 +543,6 @@ def save_safetensors(
     meta.update(extra or {})
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
     with atomic_path(path) as tmp:
+        mode = stat.S_IMODE(tmp.stat().st_mode)  # from the umask (atomic_path)
         save_file(tensors, str(tmp), metadata=meta)
+        os.chmod(tmp, mode)  # safetensors 0.8 replaces the file with a 0600 one of its own

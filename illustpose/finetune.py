@@ -21,7 +21,14 @@ crop (:func:`~illustpose.geometry.pose_cropbox` of the annotation's bbox,
 :func:`~illustpose.preprocess.pose_input`); augmentation then flips (left/right joints
 swapped), scales and rotates each crop about its centre (:func:`augment_batch`), with draws
 from ``numpy.random.default_rng([seed, epoch])``, so a run is repeatable and a resumed run
-equals an uninterrupted one.
+with the same settings equals an uninterrupted one.  feat_concat's cosine spans the
+``epochs`` of the call that trains (``T_max = max_epochs``): resuming it with another
+``epochs`` continues on the new cosine, which no uninterrupted run follows; feat_match's
+constant rate has no such catch (``--epochs 3 --resume`` after 2 epochs equals 3 epochs).
+
+Points are in the library's pixel frame (:mod:`illustpose.geometry`: origin at the top-left
+corner of the top-left pixel, so pixel ``u`` spans ``[u, u + 1)``), the frame of the crops'
+PIL resampling and of :func:`~illustpose.keypoints.mirror_keypoints` (``x' = width - x``).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,8 +54,9 @@ from .geometry import bbox_xywh_to_rc, cropbox_points, pose_cropbox, xy_to_rc
 from .keypoints import flip_permutation
 
 __all__ = ["FinetuneConfig", "Sample", "FinetuneResult", "AUGMENT_SCALE", "AUGMENT_ROTATION", "AUGMENT_FLIP",
-           "BEST_METRIC", "METADATA_KEY", "MATCH_IOU", "segmenter_boxes", "load_samples", "data_hash", "augment_batch", "target_heatmaps",
-           "heatmap_loss", "state_path", "finetune", "finetune_metadata", "describe"]
+           "BEST_METRIC", "FALLBACKS", "METADATA_KEY", "MATCH_IOU", "segmenter_boxes", "load_samples", "data_hash",
+           "augment_batch", "target_heatmaps", "heatmap_loss", "state_path", "finetune", "finetune_metadata",
+           "describe"]
 
 #: scale jitter: each crop is zoomed by a factor drawn uniformly from this range
 AUGMENT_SCALE = (0.75, 1.25)
@@ -61,6 +70,9 @@ BEST_METRIC = "pdj@0.2"
 METADATA_KEY = "finetune"
 #: a segmenter box stands for an annotation when their IoU is at least this (``--boxes segmenter``)
 MATCH_IOU = 0.3
+#: settings for a base file that does not carry them (the reference's own values are in the
+#: released checkpoints' ``margs``; these are common fine-tuning values, not the reference's)
+FALLBACKS = {"margs.lr": 1e-4, "margs.lambda_match": 1.0}
 _VAL_METRICS = ("pdj@0.2", "pckh@0.5", "pckh@0.2", "oks@0.5")
 _STATE_VERSION = 1
 
@@ -155,6 +167,12 @@ def _annotated(records: Sequence[ImageRecord], where: str) -> list[ImageRecord]:
 
 
 def _image(images_dir: Path, rec: ImageRecord, where: str):
+    """The drawing of ``rec``: ``images_dir / rec.file_name`` read by :func:`~illustpose.images.load_image`
+    (an 8-bit RGB or RGBA PIL image).
+
+    Raises:
+        FinetuneError: the file is not there, or cannot be read as an image (``where`` names the annotations).
+    """
     from .images import load_image
 
     path = images_dir / rec.file_name
@@ -247,7 +265,8 @@ def augment_batch(crops: torch.Tensor, keypoints_rc: np.ndarray, visibility: np.
 
     Args:
         crops: float32 (B, 3, S, S).
-        keypoints_rc: float (B, 17, 2) ``(row, col)`` crop pixels.
+        keypoints_rc: float (B, 17, 2) ``(row, col)`` crop pixels, origin at the crop's top-left
+            corner (a pixel ``u``'s centre is ``u + 0.5``; module docstring).
         visibility: int (B, 17) COCO flags.
         flips: bool (B,): mirror left-right (then left and right joints swap places).
         scales: (B,) zoom factors (> 1 enlarges the character).
@@ -268,6 +287,8 @@ def augment_batch(crops: torch.Tensor, keypoints_rc: np.ndarray, visibility: np.
     grid = F.affine_grid(theta, list(crops.shape), align_corners=False)
     out = F.grid_sample(crops, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     kp = np.asarray(keypoints_rc, dtype=np.float64)
+    # align_corners=False: normalised -1 and 1 are the outer edges of the crop, i.e. crop pixel
+    # coordinates 0 and S of the library's frame (pixel u spans [u, u + 1)), so n = 2x / S - 1
     norm_xy = np.stack([kp[..., 1], kp[..., 0]], -1) * (2.0 / size) - 1.0
     moved = np.einsum("bij,bkj->bki", np.linalg.inv(m), norm_xy)
     kp_new = np.stack([moved[..., 1], moved[..., 0]], -1).__add__(1.0) * (size / 2.0)
@@ -324,16 +345,18 @@ def state_path(out: str | os.PathLike) -> Path:
     return out.with_name(out.name + ".resume.pt")
 
 
-def _setting(value, ckpt, dotted: str, flag: str):
-    """An explicit setting, else the checkpoint's hyper-parameter; FinetuneError when neither."""
+def _setting(value, ckpt, dotted: str, flag: str) -> float:
+    """An explicit setting, else the checkpoint's hyper-parameter, else :data:`FALLBACKS` (with a
+    warning: a file without its training settings, e.g. converted by another tool)."""
     from .registry import dotted_get
 
     if value is not None:
         return float(value)
     found = dotted_get(ckpt.hparams, dotted)
     if found is None:
-        raise FinetuneError(f"{ckpt.path} has no '{dotted}' hyper-parameter (a file without the training "
-                            f"settings); pass {flag}")
+        found = FALLBACKS[dotted]
+        warnings.warn(f"{Path(ckpt.path).name} has no '{dotted}' training setting; using {found} ({flag} sets it)",
+                      stacklevel=3)
     return float(found)
 
 
@@ -421,7 +444,7 @@ def finetune_metadata(path: str | os.PathLike) -> dict | None:
 
 def describe(record: dict) -> str:
     """One line about a fine-tuning record (:func:`finetune_metadata`), for listings."""
-    metrics = "  ".join(f"{k} " + (f"{100 * v:.1f}" if k != "loss" and v is not None else f"{v}")
+    metrics = "  ".join(f"{k} " + ("-" if v is None else f"{v:.5f}" if k == "loss" else f"{100 * v:.1f}")
                         for k, v in (record.get("metrics") or {}).items())
     return (f"fine-tuned {record.get('base_architecture', '?')} from {record.get('base', '?')} (sha256 "
             f"{str(record.get('base_sha256', '?'))[:12]}...) on {record.get('annotations', '?')} annotations of "
@@ -431,6 +454,16 @@ def describe(record: dict) -> str:
 
 
 def _save(out: Path, estimator, ckpt, weights, record: dict) -> None:
+    """Write the estimator's network to ``out`` as ``weights convert`` does (illustpose safetensors,
+    atomically), with the base file's hyper-parameters and source and ``record`` as the
+    :data:`METADATA_KEY` metadata.
+
+    Args:
+        out: the ``.safetensors`` path.
+        estimator: the :class:`~illustpose.models.pose.PoseEstimator` being trained.
+        ckpt, weights: the base :class:`~illustpose.checkpoints.Checkpoint` and its registry record.
+        record: the fine-tuning record (:func:`finetune_metadata`): JSON, finite numbers only.
+    """
     from .checkpoints import save_safetensors
 
     extra = {"source": record["base"], "source_sha256": record["base_sha256"],
@@ -440,27 +473,285 @@ def _save(out: Path, estimator, ckpt, weights, record: dict) -> None:
                      hparams=ckpt.hparams or weights.hparams, extra=extra)
 
 
-def _save_state(path: Path, state: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+@dataclass(frozen=True)
+class _Settings:
+    """The numbers a run trains with (:func:`_settings`).
+
+    Attributes:
+        lr: Adam's (initial) learning rate.
+        lambda_match: weight of feat_match's matching loss (0: no Keypoint R-CNN; always 0 for feat_concat).
+        sigma: Gaussian target width in heatmap cells.
+        feat_match: the network has feat_match's matcher (``heatmaps_and_match``).
+        cosine: the rate follows a cosine over the epochs (feat_concat, ``passup.py``).
+        crop_size, heatmap_size: the crop side (pixels) and the heatmap side (cells).
+        channels: heatmap channels (25).
+    """
+
+    lr: float
+    lambda_match: float
+    sigma: float
+    feat_match: bool
+    cosine: bool
+    crop_size: int
+    heatmap_size: int
+    channels: int
 
 
-def _load_state(path: Path, expected: dict) -> dict:
-    """A ``--resume`` state; FinetuneError when missing, unreadable or of another run."""
-    if not path.is_file():
-        raise FinetuneError(f"--resume: {path} not found (no earlier run wrote this --out); drop --resume")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a damaged file: any unpickling error
-        raise FinetuneError(f"--resume: {path} cannot be read ({type(e).__name__}); delete it and start over") from None
-    if not isinstance(state, dict) or state.get("version") != _STATE_VERSION:
-        raise FinetuneError(f"--resume: {path} is not a fine-tuning state of this illustpose; delete it")
-    differs = [k for k, v in expected.items() if state["run"].get(k) != v]
-    if differs:
-        shown = ", ".join(f"{k} {state['run'].get(k)!r} then, {expected[k]!r} now" for k in differs)
-        raise FinetuneError(f"--resume: {path} belongs to another run ({shown}); use the same settings, "
-                            "or drop --resume to start over")
-    return state
+def _settings(config: FinetuneConfig, ckpt, weights, estimator) -> _Settings:
+    """The run's :class:`_Settings`: each value of ``config`` given, else the base file's ``margs``.
+
+    Raises:
+        FinetuneError: lr, lambda_match or sigma neither given nor in the file, or not finite,
+            ``lr <= 0``, ``lambda_match < 0`` or ``sigma <= 0``.
+    """
+    net = estimator.net
+    heatmap_size = int(net.heatmap_size)
+    lr = _setting(config.lr, ckpt, "margs.lr", "--lr")
+    feat_match = hasattr(net, "heatmaps_and_match")
+    lambda_match = _setting(config.lambda_match, ckpt, "margs.lambda_match", "--lambda-match") if feat_match else 0.0
+    sigma = float(config.sigma) if config.sigma is not None else heatmap_size / 32
+    if not all(math.isfinite(v) for v in (lr, lambda_match, sigma)) or not (lr > 0 and lambda_match >= 0 and sigma > 0):
+        raise FinetuneError(f"need finite lr > 0, lambda_match >= 0 and sigma > 0; got {lr}, {lambda_match}, {sigma}")
+    return _Settings(lr, lambda_match, sigma, feat_match, weights.architecture == "feat_concat",
+                     estimator.crop_size, heatmap_size, len(weights.keypoint_names))
+
+
+def _datasets(annotations, images_dir, val_annotations, val_images_dir, crop_size: int, padding: float,
+              segmenter, say: Callable[[str], None]):
+    """The training data and the validation data of a run.
+
+    Args:
+        annotations, images_dir: the training COCO file and its images' folder.
+        val_annotations, val_images_dir: the validation COCO file (or None) and its folder
+            (None: ``images_dir``).
+        crop_size, padding: the model's crop.
+        segmenter: crops the training drawings by its character boxes (:func:`load_samples`), or None.
+        say: told how many annotations the segmenter's boxes cropped.
+
+    Returns:
+        ``(train_records, samples, val)``: the training :class:`~illustpose.datasets.ImageRecord`
+        list, its :class:`Sample` list, and ``(records, {image id: PIL image})`` of the annotated
+        validation images, or None.
+
+    Raises:
+        FinetuneError, DatasetError: as :func:`load_samples` and :func:`~illustpose.datasets.read_coco`.
+    """
+    train_records = read_coco(annotations)
+    samples = load_samples(train_records, images_dir, crop_size, padding, str(annotations),
+                           boxes=segmenter_boxes(segmenter) if segmenter else None)
+    if segmenter:
+        used = sum(x.segmenter_box for x in samples)
+        say(f"{used} of {len(samples)} annotations cropped by the segmenter's box, {len(samples) - used} by their "
+            f"own (no character box overlapped them with IoU >= {MATCH_IOU})")
+    val = None
+    if val_annotations is not None:
+        val_dir = Path(val_images_dir or images_dir)
+        records = _annotated(read_coco(val_annotations), str(val_annotations))
+        val = (records, {r.id: _image(val_dir, r, str(val_annotations)) for r in records})
+    return train_records, samples, val
+
+
+#: what a ``--resume`` file holds besides ``version``, and the type each entry must have
+_STATE_FIELDS = {"run": dict, "epoch": int, "head": dict, "optimizer": dict, "best_score": (int, float),
+                 "best_epoch": int, "best_head": (dict, type(None)), "history": list, "metrics": dict}
+
+
+@dataclass
+class _RunState:
+    """What a run has done so far; with the head's and Adam's state it is the ``--resume`` file.
+
+    Attributes:
+        path: the ``--resume`` file (:func:`state_path`).
+        run: the settings a resumed run must share (base and data sha256, lr, seed, ...).
+        epoch: epochs finished.
+        best_score: the kept epoch's score (its :data:`BEST_METRIC` with validation, else its
+            0-based index, so the last epoch wins).
+        best_epoch: the kept epoch, 1-based; 0 before any.
+        best_head: CPU copies of the kept epoch's head tensors; None before any.
+        history: one entry per finished epoch (:attr:`FinetuneResult.history`).
+        metrics: the kept epoch's validation means, else ``{"loss": ...}``.
+    """
+
+    path: Path
+    run: dict
+    epoch: int = 0
+    best_score: float = -math.inf
+    best_epoch: int = 0
+    best_head: dict | None = None
+    history: list = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+
+    def save(self, head: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Write the state with ``head``'s tensors and ``optimizer``'s state to :attr:`path`
+        (``torch.save``, atomically)."""
+        state = {"version": _STATE_VERSION, "run": self.run, "epoch": self.epoch, "head": head.state_dict(),
+                 "optimizer": optimizer.state_dict(), "best_score": self.best_score, "best_epoch": self.best_epoch,
+                 "best_head": self.best_head, "history": self.history, "metrics": self.metrics}
+        with atomic_path(self.path) as tmp:
+            torch.save(state, tmp)
+
+    @classmethod
+    def resume(cls, path: Path, run: dict, head: nn.Module, optimizer: torch.optim.Optimizer) -> _RunState:
+        """The state at ``path``, its head and Adam state loaded into ``head`` and ``optimizer``.
+
+        Read with the allow-list unpickler of :func:`~illustpose.checkpoints.read_torch_zip`
+        (tensors and plain data only; nothing in the file runs).
+
+        Raises:
+            FinetuneError: the file is missing, unreadable, not a state of this version, lacks an
+                entry or has one of the wrong type, belongs to a run with other ``run`` settings,
+                or does not fit ``head`` / ``optimizer``.
+        """
+        from .checkpoints import read_torch_zip
+        from .errors import CheckpointError
+
+        if not path.is_file():
+            raise FinetuneError(f"--resume: {path} not found (no earlier run wrote this --out); drop --resume")
+        try:
+            state = read_torch_zip(path)
+        except CheckpointError as e:  # truncated, damaged, or a pickle asking for other globals
+            raise FinetuneError(f"--resume: {path} cannot be read ({type(e).__name__}); delete it and start over") \
+                from None
+        if not isinstance(state, dict) or state.get("version") != _STATE_VERSION:
+            raise FinetuneError(f"--resume: {path} is not a fine-tuning state of this illustpose; delete it")
+        wrong = [k for k, kind in _STATE_FIELDS.items() if not isinstance(state.get(k), kind)]
+        if wrong:
+            raise FinetuneError(f"--resume: {path} is damaged (missing or malformed: {', '.join(wrong)}); "
+                                "delete it and start over")
+        differs = [k for k, v in run.items() if state["run"].get(k) != v]
+        if differs:
+            shown = ", ".join(f"{k} {state['run'].get(k)!r} then, {run[k]!r} now" for k in differs)
+            raise FinetuneError(f"--resume: {path} belongs to another run ({shown}); use the same settings, "
+                                "or drop --resume to start over")
+        try:
+            head.load_state_dict(state["head"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+            raise FinetuneError(f"--resume: {path} does not fit this model ({type(e).__name__}); delete it and "
+                                "start over") from None
+        return cls(path, run, state["epoch"], state["best_score"], state["best_epoch"], state["best_head"],
+                   state["history"], state["metrics"])
+
+    def into(self, record: dict) -> None:
+        """Copy the progress into the fine-tuning record (``epochs``, ``best_epoch``, ``metrics``, ``history``)."""
+        record.update(epochs=self.epoch, best_epoch=self.best_epoch, metrics=self.metrics, history=self.history)
+
+
+def _batch(samples: Sequence[Sample], idx: np.ndarray, draws, config: FinetuneConfig, settings: _Settings):
+    """The crops ``idx`` of ``samples``, augmented by ``draws`` = ``(flips, scales, angles)`` (indexed
+    like ``samples``) when ``config.augment``, and their targets.
+
+    Returns:
+        crops float32 (B, 3, S, S), targets float32 (B, channels, h, h), weights float32
+        (B, channels) (:func:`target_heatmaps`), all on the CPU.
+    """
+    crops = torch.stack([samples[i].crop for i in idx])
+    kps = np.stack([samples[i].keypoints_rc for i in idx])
+    vis = np.stack([samples[i].visibility for i in idx])
+    if config.augment:
+        flips, scales, angles = draws
+        crops, kps, vis = augment_batch(crops, kps, vis, flips[idx], scales[idx], angles[idx])
+    targets, wts = target_heatmaps(kps, vis, settings.crop_size, settings.heatmap_size, settings.sigma,
+                                   settings.channels)
+    return crops, targets, wts
+
+
+def _train_epoch(net: nn.Module, optimizer: torch.optim.Optimizer, rcnn, samples: Sequence[Sample], epoch: int,
+                 config: FinetuneConfig, settings: _Settings, device: str, progress: bool) -> dict:
+    """One pass over ``samples`` in epoch ``epoch``'s order and augmentation (0-based,
+    :func:`_epoch_draws`): one Adam step of the head per batch (feat_concat: at the cosine's rate).
+
+    Args:
+        net: the pose network (its head trainable).
+        rcnn: feat_match's frozen :class:`~illustpose.models.keypoint_rcnn.KeypointRCNNBranch`
+            for the matching loss, or None.
+        device: where ``net`` and ``rcnn`` are.
+        progress: show a tqdm bar (stderr, terminals only).
+
+    Returns:
+        the history entry: ``epoch`` (1-based), ``loss``, ``loss_heatmap``, ``loss_match`` (means
+        over the crops) and ``lr``.
+    """
+    from tqdm import tqdm
+
+    n = len(samples)
+    order, *draws = _epoch_draws(config.seed, epoch, n)
+    if settings.cosine:  # passup.py's CosineAnnealingLR(T_max=max_epochs), in closed form
+        for g in optimizer.param_groups:
+            g["lr"] = settings.lr * (1 + math.cos(math.pi * epoch / config.epochs)) / 2
+    _train_mode(net)
+    sums = np.zeros(3)
+    bar = tqdm(total=n, unit="crop", desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
+               disable=None if progress else True)
+    with bar:
+        for begin in range(0, n, config.batch_size):
+            idx = order[begin:begin + config.batch_size]
+            crops, targets, wts = _batch(samples, idx, draws, config, settings)
+            x = crops.to(device)
+            if settings.feat_match:
+                logits, matched = net.heatmaps_and_match(x)
+            else:
+                logits, matched = net(x), None
+            loss_hm = heatmap_loss(logits, targets.to(device), wts.to(device))
+            loss_match = torch.zeros((), device=device)
+            if rcnn is not None:
+                with torch.no_grad():
+                    wanted = rcnn.features_last(x)
+                loss_match = F.mse_loss(matched, wanted)
+            loss = loss_hm + settings.lambda_match * loss_match
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            sums += [loss.item() * len(idx), loss_hm.item() * len(idx), loss_match.item() * len(idx)]
+            bar.update(len(idx))
+            bar.set_postfix(loss=f"{sums[0] / (begin + len(idx)):.4f}")
+    return {"epoch": epoch + 1, "loss": float(sums[0] / n), "loss_heatmap": float(sums[1] / n),
+            "loss_match": float(sums[2] / n), "lr": float(optimizer.param_groups[0]["lr"])}
+
+
+def _kept_by(scores: dict) -> str:
+    """The metric the best epoch is chosen by: :data:`BEST_METRIC`, or the first of the others
+    that the validation annotations can score (PDJ needs both the left hip and the right
+    shoulder labelled, PCKh the head; ``-`` in the epoch lines marks what cannot be scored)."""
+    return next((m for m in (BEST_METRIC, *_VAL_METRICS) if scores.get(m) is not None), BEST_METRIC)
+
+
+def _end_epoch(entry: dict, state: _RunState, record: dict, estimator, optimizer: torch.optim.Optimizer, val,
+               config: FinetuneConfig, save_weights: Callable[[], None]) -> str:
+    """Finish an epoch: validate it (``val`` from :func:`_datasets`, or None), keep it in ``state``
+    if it is the best so far (then ``save_weights()`` writes ``--out``), bring ``record`` up to
+    date and write the ``--resume`` state.
+
+    Args:
+        entry: the epoch's history entry (:func:`_train_epoch`); gains ``val`` with validation.
+
+    Returns:
+        the epoch's report line.
+    """
+    line = (f"epoch {entry['epoch']}/{config.epochs}: loss {entry['loss']:.5f} (heatmap "
+            f"{entry['loss_heatmap']:.5f}, match {entry['loss_match']:.5f})")
+    score = entry["epoch"] - 1  # without validation the last epoch is kept
+    if val is not None:
+        entry["val"] = _validate(estimator, val, config.batch_size)
+        record["best_metric"] = metric = _kept_by(entry["val"])
+        got = entry["val"][metric]
+        score = -math.inf if got is None else got
+        line += "  val " + "  ".join(f"{k} " + ("-" if v is None else f"{100 * v:.1f}")
+                                     for k, v in entry["val"].items())
+    state.history.append(entry)
+    state.epoch = entry["epoch"]
+    kept = score > state.best_score or state.best_epoch == 0
+    if kept:
+        head = estimator.net.keypoint_head
+        state.best_score, state.best_epoch = score, state.epoch
+        state.best_head = {k: v.detach().to("cpu", copy=True) for k, v in head.state_dict().items()}
+        state.metrics = entry.get("val") or {"loss": entry["loss"]}
+        line += "  [kept]"
+    state.into(record)
+    if kept:
+        save_weights()
+    state.save(estimator.net.keypoint_head, optimizer)
+    return line
 
 
 def finetune(base: str | os.PathLike, annotations: str | os.PathLike, images_dir: str | os.PathLike,
@@ -498,13 +789,12 @@ def finetune(base: str | os.PathLike, annotations: str | os.PathLike, images_dir
         :class:`FinetuneResult`.
 
     Raises:
-        FinetuneError: unusable annotations or settings, or a state of another run.
+        FinetuneError: unusable annotations or settings; with ``resume``, a missing or damaged
+            state, or one of another run.
         DatasetError: an annotation file that is not COCO keypoint JSON.
         CheckpointError, WrongModelError: ``base`` is not usable pose weights.
         DeviceError: ``config.device`` is not here.
     """
-    from tqdm import tqdm
-
     from .checkpoints import read_checkpoint
     from .detector import check_device
     from .loading import expect_architecture
@@ -520,125 +810,45 @@ def finetune(base: str | os.PathLike, annotations: str | os.PathLike, images_dir
     weights = expect_architecture(ckpt, "pose")
     estimator = PoseEstimator.from_checkpoint(ckpt, rcnn_weights=rcnn_weights)
     net = estimator.net
-    crop_size, heatmap_size = estimator.crop_size, int(net.heatmap_size)
-    lr = _setting(config.lr, ckpt, "margs.lr", "--lr")
-    feat_match = hasattr(net, "heatmaps_and_match")
-    lambda_match = _setting(config.lambda_match, ckpt, "margs.lambda_match", "--lambda-match") if feat_match else 0.0
-    sigma = float(config.sigma) if config.sigma is not None else heatmap_size / 32
-    if not (math.isfinite(lr) and lr > 0 and math.isfinite(lambda_match) and lambda_match >= 0 and sigma > 0):
-        raise FinetuneError(f"need lr > 0, lambda_match >= 0 and sigma > 0; got {lr}, {lambda_match}, {sigma}")
-
-    train_records = read_coco(annotations)
-    samples = load_samples(train_records, images_dir, crop_size, estimator.padding, str(annotations),
-                           boxes=segmenter_boxes(segmenter) if segmenter else None)
-    if segmenter:
-        used = sum(x.segmenter_box for x in samples)
-        say(f"{used} of {len(samples)} annotations cropped by the segmenter's box, {len(samples) - used} by their "
-            f"own (no character box overlapped them with IoU >= {MATCH_IOU})")
-    val = None
-    if val_annotations is not None:
-        val_dir = Path(val_images_dir or images_dir)
-        records = _annotated(read_coco(val_annotations), str(val_annotations))
-        val = (records, {r.id: _image(val_dir, r, str(val_annotations)) for r in records})
-
-    rcnn = _rcnn_branch(ckpt, rcnn_weights, lambda_match).to(device) if lambda_match > 0 else None
+    settings = _settings(config, ckpt, weights, estimator)
+    train_records, samples, val = _datasets(annotations, images_dir, val_annotations, val_images_dir,
+                                            settings.crop_size, estimator.padding, segmenter, say)
+    rcnn = _rcnn_branch(ckpt, rcnn_weights, settings.lambda_match).to(device) if settings.lambda_match > 0 else None
     estimator.to(device)
     _trainable(net.keypoint_head)
-    head_params = list(net.keypoint_head.parameters())
-    optimizer = torch.optim.Adam(head_params, lr=lr)
-    cosine = weights.architecture == "feat_concat"  # passup.py's CosineAnnealingLR(T_max=max_epochs)
+    optimizer = torch.optim.Adam(list(net.keypoint_head.parameters()), lr=settings.lr)
 
     run = {"base_sha256": file_sha256(base), "data_sha256": data_hash(train_records, images_dir),
-           "lr": lr, "lambda_match": lambda_match, "sigma": sigma, "seed": config.seed,
+           "lr": settings.lr, "lambda_match": settings.lambda_match, "sigma": settings.sigma, "seed": config.seed,
            "batch_size": config.batch_size, "augment": config.augment,
            "boxes": f"segmenter {file_sha256(segmenter.source)}" if segmenter else "annotations"}
     record = {"base": Path(base).name, "base_architecture": weights.architecture, **run,
               "images": len({s.file_name for s in samples}), "annotations": len(samples),
               "epochs": 0, "best_epoch": 0, "metrics": {}, "best_metric": BEST_METRIC if val else "last epoch"}
-    spath = state_path(out)
-    start, best_score, history, best_epoch, best_head = 0, -math.inf, [], 0, None
+    state = _RunState(state_path(out), run)
+    if not resume and state.path.is_file():
+        say(f"starting over: {state.path} (an earlier run's state) will be replaced; --resume continues it instead")
     if resume:
-        state = _load_state(spath, run)
-        net.keypoint_head.load_state_dict(state["head"])
-        optimizer.load_state_dict(state["optimizer"])
-        start, best_score, history = state["epoch"], state["best_score"], state["history"]
-        best_epoch, best_head = state["best_epoch"], state["best_head"]
-        record.update(epochs=start, best_epoch=best_epoch, metrics=state["metrics"], history=history)
-        if start >= config.epochs:
-            say(f"{spath}: {start} epochs already trained; raise --epochs to train more")
+        state = _RunState.resume(state.path, run, net.keypoint_head, optimizer)
+        state.into(record)
+        cosine = " (the learning-rate cosine spans the --epochs given now)" if settings.cosine else ""
+        if state.epoch >= config.epochs:
+            say(f"{state.path}: {state.epoch} epochs already trained; raise --epochs to train more{cosine}")
         else:
-            say(f"resuming after epoch {start} of {config.epochs}")
+            say(f"resuming after epoch {state.epoch} of {config.epochs}{cosine}")
 
-    n = len(samples)
-    epoch = start
+    epoch = state.epoch
     try:
-        for epoch in range(start, config.epochs):
-            order, flips, scales, angles = _epoch_draws(config.seed, epoch, n)
-            if cosine:
-                for g in optimizer.param_groups:
-                    g["lr"] = lr * (1 + math.cos(math.pi * epoch / config.epochs)) / 2
-            _train_mode(net)
-            sums = np.zeros(3)
-            bar = tqdm(total=n, unit="crop", desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
-                       disable=None if progress else True)
-            with bar:
-                for begin in range(0, n, config.batch_size):
-                    idx = order[begin:begin + config.batch_size]
-                    crops = torch.stack([samples[i].crop for i in idx])
-                    kps = np.stack([samples[i].keypoints_rc for i in idx])
-                    vis = np.stack([samples[i].visibility for i in idx])
-                    if config.augment:
-                        crops, kps, vis = augment_batch(crops, kps, vis, flips[idx], scales[idx], angles[idx])
-                    targets, wts = target_heatmaps(kps, vis, crop_size, heatmap_size, sigma,
-                                                   len(weights.keypoint_names))
-                    x = crops.to(device)
-                    if feat_match:
-                        logits, matched = net.heatmaps_and_match(x)
-                    else:
-                        logits, matched = net(x), None
-                    loss_hm = heatmap_loss(logits, targets.to(device), wts.to(device))
-                    loss_match = torch.zeros((), device=device)
-                    if rcnn is not None:
-                        with torch.no_grad():
-                            wanted = rcnn.features_last(x)
-                        loss_match = F.mse_loss(matched, wanted)
-                    loss = loss_hm + lambda_match * loss_match
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    sums += [loss.item() * len(idx), loss_hm.item() * len(idx), loss_match.item() * len(idx)]
-                    bar.update(len(idx))
-                    bar.set_postfix(loss=f"{sums[0] / (begin + len(idx)):.4f}")
-            entry = {"epoch": epoch + 1, "loss": float(sums[0] / n), "loss_heatmap": float(sums[1] / n),
-                     "loss_match": float(sums[2] / n), "lr": float(optimizer.param_groups[0]["lr"])}
-            line = (f"epoch {epoch + 1}/{config.epochs}: loss {entry['loss']:.5f} (heatmap "
-                    f"{entry['loss_heatmap']:.5f}, match {entry['loss_match']:.5f})")
-            score = epoch  # without validation the last epoch is kept
-            if val is not None:
-                entry["val"] = _validate(estimator, val, config.batch_size)
-                got = entry["val"][BEST_METRIC]
-                score = -math.inf if got is None else got
-                line += "  val " + "  ".join(f"{k} " + ("-" if v is None else f"{100 * v:.1f}")
-                                             for k, v in entry["val"].items())
-            history.append(entry)
-            record.update(epochs=epoch + 1, history=history)
-            if score > best_score or best_epoch == 0:
-                best_score, best_epoch = score, epoch + 1
-                best_head = {k: v.detach().to("cpu", copy=True) for k, v in net.keypoint_head.state_dict().items()}
-                record.update(best_epoch=best_epoch, metrics=entry.get("val") or {"loss": entry["loss"]})
-                line += "  [kept]"
-                _save(out, estimator, ckpt, weights, record)
-            _save_state(spath, {"version": _STATE_VERSION, "run": run, "epoch": epoch + 1,
-                                "head": net.keypoint_head.state_dict(), "optimizer": optimizer.state_dict(),
-                                "best_score": best_score, "best_epoch": best_epoch, "best_head": best_head,
-                                "history": history, "metrics": record["metrics"]})
-            say(line)
+        for epoch in range(state.epoch, config.epochs):
+            entry = _train_epoch(net, optimizer, rcnn, samples, epoch, config, settings, device, progress)
+            say(_end_epoch(entry, state, record, estimator, optimizer, val, config,
+                           lambda: _save(out, estimator, ckpt, weights, record)))
     except KeyboardInterrupt:
-        kept = f"{out} holds epoch {best_epoch}" if best_epoch else f"nothing was written to {out}"
-        say(f"interrupted in epoch {epoch + 1}: {kept}; --resume continues after epoch {len(history)}")
+        kept = f"{out} holds epoch {state.best_epoch}" if state.best_epoch else f"nothing was written to {out}"
+        say(f"interrupted in epoch {epoch + 1}: {kept}; --resume continues after epoch {state.epoch}")
         raise
-    if best_head is not None:  # the kept epoch's weights, with the record of the whole run
-        net.keypoint_head.load_state_dict(best_head)
+    if state.best_head is not None:  # the kept epoch's weights, with the record of the whole run
+        net.keypoint_head.load_state_dict(state.best_head)
         _save(out, estimator, ckpt, weights, record)
     net.eval()
-    return FinetuneResult(out, record["epochs"], best_epoch, history, record)
+    return FinetuneResult(out, record["epochs"], state.best_epoch, state.history, record)

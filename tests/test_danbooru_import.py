@@ -224,3 +224,79 @@ def test_without_from_the_cached_release_zip_is_used_or_the_user_is_told(tmp_pat
                tmp_path / "cache" / "illustpose" / "bizarre_pose_models.zip")
     assert run("import-danbooru", str(tmp_path / "d.sqlite")) == 0
     assert len(PoseIndex(tmp_path / "d.sqlite")) == 12
+
+
+def test_zip_bombs_and_oversized_members_are_refused_before_reading(tmp_path, monkeypatch, capsys):
+    from illustpose.retrieval import danbooru
+
+    bomb = tmp_path / "raw_retrieval_support.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:  # 2 MiB of zeros: about 1000:1
+        z.writestr("raw/part0.pkl", pickle.dumps({1: b"\0" * (2 << 20)}))
+    assert run("import-danbooru", str(tmp_path / "d.sqlite"), "--from", str(bomb)) == 2
+    err = capsys.readouterr().err
+    assert "zip bomb" in err and "part0.pkl" in err and len(err.strip().splitlines()) == 1
+    write_release(tmp_path / "r", make_poses(12, 13), list(range(12)))
+    release = zip_folder(tmp_path / "r", tmp_path / "models.zip")
+    with zipfile.ZipFile(release) as z:
+        sizes = {Path(i.filename).name: i.file_size for i in z.infolist()}
+    monkeypatch.setattr(danbooru, "MAX_MEMBER_BYTES", sizes["neighbors.pkl"] - 1)
+    assert run("import-danbooru", str(tmp_path / "d.sqlite"), "--from", str(release)) == 2
+    err = capsys.readouterr().err
+    assert "neighbors.pkl: the zip says it unpacks to" in err and len(err.strip().splitlines()) == 1
+    monkeypatch.setattr(danbooru, "MAX_MEMBER_BYTES", 8 << 30)
+    monkeypatch.setattr(danbooru, "MAX_TOTAL_BYTES", sizes["neighbors.pkl"] + sizes["full_body.pkl"] - 1)
+    assert run("import-danbooru", str(tmp_path / "d.sqlite"), "--from", str(release)) == 2
+    assert "full_body.pkl: the zip says" in capsys.readouterr().err
+    monkeypatch.setattr(danbooru, "MAX_TOTAL_BYTES", sum(sizes.values()))
+    assert run("import-danbooru", str(tmp_path / "d.sqlite"), "--from", str(release)) == 0
+
+
+def test_odd_keys_and_metric_settings_are_one_line_errors(tmp_path):
+    from illustpose.errors import PoseIndexError
+    from illustpose.retrieval.danbooru import open_support, read_neighbors
+    from illustpose.retrieval.safe_pickle import Recorded
+
+    raw = tmp_path / "raw.zip"
+    (kps, bbox), = make_poses(1, 14)
+    with zipfile.ZipFile(raw, "w") as z:
+        z.writestr("part0.pkl", pickle.dumps({"\u00b2": {"keypoints": kps, "bbox": bbox}}))  # '²'.isdigit()
+    with pytest.raises(PoseIndexError, match="expected post ids as keys"):
+        open_support(raw)
+    fitted = type("NearestNeighbors", (Recorded,), {"qualname": "sklearn.neighbors.NearestNeighbors"})
+    x = np.ones((3, 300))
+    for state, match in (({"effective_metric_": np.array(["euclidean", "l2"])}, "metric array"),
+                         ({"effective_metric_": "minkowski", "p": np.array([2, 2])}, "p=array"),
+                         ({"effective_metric_": "minkowski", "effective_metric_params_": [("p", 2)]}, "not a dict"),
+                         ({"effective_metric_": "minkowski", "effective_metric_params_": np.ones(2)}, "not a dict")):
+        obj = fitted()
+        obj.state = {"_fit_X": x, **state}
+        with pytest.raises(PoseIndexError, match=match) as err:
+            read_neighbors(obj, "neighbors.pkl")
+        assert "\n" not in str(err.value)
+    obj = fitted()
+    obj.state = {"_fit_X": x, "effective_metric_": "minkowski", "effective_metric_params_": {"p": np.float64(2.0)}}
+    assert read_neighbors(obj, "neighbors.pkl").fit_x.shape == (3, 300)
+
+
+def test_a_release_zip_is_not_hashed_again_when_its_hash_is_recorded(tmp_path):
+    from illustpose.retrieval.danbooru import open_support
+    from illustpose.weights import _record
+
+    write_release(tmp_path / "r", make_poses(12, 15), list(range(12)))
+    release = zip_folder(tmp_path / "r", tmp_path / "bizarre_pose_models.zip")
+    _record(tmp_path, release, "f" * 64, source="test", pinned=None, status="recorded")
+    assert open_support(release).model["sha256"] == "f" * 64
+
+
+def test_one_rule_says_which_entries_are_danbooru_posts(tmp_path):
+    from types import SimpleNamespace
+
+    from illustpose.retrieval.danbooru import post_id
+    from illustpose.retrieval.preview import link_card, result_picture
+
+    assert post_id({"danbooru_id": 42}) == 42
+    assert [post_id(t) for t in ({"danbooru_id": True}, {"danbooru_id": "42"}, {}, None, [42])] == [None] * 5
+    card, problem = result_picture(SimpleNamespace(tags={"danbooru_id": 42}, source=""), 64)
+    assert problem is None and np.array_equal(card, link_card(42, 64))
+    _, problem = result_picture(SimpleNamespace(tags={"danbooru_id": True}, source=str(tmp_path / "no.png")), 64)
+    assert problem is not None  # not a post: its (missing) picture is shown instead

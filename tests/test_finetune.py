@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from illustpose.checkpoints import read_checkpoint, save_safetensors
+from illustpose.checkpoints import read_checkpoint, read_torch_zip, save_safetensors
 from illustpose.cli import main
 from illustpose.errors import FinetuneError
 from illustpose.finetune import (FinetuneConfig, augment_batch, finetune, finetune_metadata, state_path,
                                  target_heatmaps)
-from illustpose.keypoints import flip_permutation
+from illustpose.keypoints import flip_permutation, mirror_keypoints
 from illustpose.models.feat_match import FeatMatchPoseNet
 
 from shared_data import REPO, SAMPLES
@@ -98,19 +98,43 @@ def test_targets_peak_on_labelled_joints_and_weigh_nothing_else():
 
 
 def test_augmentation_moves_keypoints_with_the_pixels():
-    crop = torch.zeros(1, 3, 64, 64)
-    crop[0, :, 24, 44] = 1.0  # a dot on pixel (row 24, col 44): its centre is (24.5, 44.5)
+    # the library's pixel frame (geometry.py): pixel u spans [u, u + 1), its centre is u + 0.5;
+    # a blob centred on the left wrist's label must stay centred on it, to a tenth of a pixel
+    size, centre = 64, np.array([22.3, 41.7])
+    mid = np.arange(size) + 0.5
+    blob = np.exp(-((mid[:, None] - centre[0]) ** 2 + (mid[None, :] - centre[1]) ** 2) / (2 * 2.0**2))
+    crop = torch.from_numpy(blob).float().expand(1, 3, size, size).contiguous()
     kp = np.zeros((1, 17, 2))
-    kp[0, COCO_LEFT_WRIST] = (24.5, 44.5)
+    kp[0, COCO_LEFT_WRIST] = centre
     vis = np.zeros((1, 17), dtype=int)
     vis[0, COCO_LEFT_WRIST] = 2
-    out, kp2, vis2 = augment_batch(crop, kp, vis, np.array([True]), np.array([1.2]), np.array([25.0]))
     right = flip_permutation(17)[COCO_LEFT_WRIST]
-    assert vis2[0, right] == 2 and vis2[0, COCO_LEFT_WRIST] == 0  # flipped: the left wrist is now the right one
-    peak = np.unravel_index(int(out[0, 0].argmax()), (64, 64))
-    assert np.abs(np.asarray(peak) + 0.5 - kp2[0, right]).max() <= 1.0
+    for flip, scale, angle in [(True, 1.0, 0.0), (False, 1.2, 0.0), (False, 1.0, 25.0), (True, 0.8, -30.0),
+                               (True, 1.25, 17.0)]:
+        out, kp2, vis2 = augment_batch(crop, kp, vis, np.array([flip]), np.array([scale]), np.array([angle]))
+        joint = right if flip else COCO_LEFT_WRIST  # flipped: the left wrist is now the right one
+        assert vis2[0, joint] == 2 and (vis2[0] > 0).sum() == 1
+        w = out[0, 0].double().numpy()
+        centroid = np.array([(w.sum(1) * mid).sum(), (w.sum(0) * mid).sum()]) / w.sum()
+        assert np.abs(centroid - kp2[0, joint]).max() < 0.1, (flip, scale, angle, centroid, kp2[0, joint])
+    # a flip is keypoints.mirror_keypoints of the crop (x' = S - x), in (row, col)
+    _, flipped, _ = augment_batch(crop, kp, vis, np.array([True]), np.array([1.0]), np.array([0.0]))
+    mirrored = mirror_keypoints(kp[0, :, ::-1], size)[:, ::-1]
+    assert np.allclose(flipped[0], mirrored, atol=1e-9)
     same, kp3, _ = augment_batch(crop, kp, vis, np.array([False]), np.array([1.0]), np.array([0.0]))
     assert torch.allclose(same, crop, atol=1e-4) and np.allclose(kp3, kp)
+
+
+def test_targets_decode_back_to_their_keypoints():
+    # target_heatmaps' grid is the decoder's: cell i is crop pixel i * S / h (decode_heatmaps,
+    # inference's smoothing), so a target decodes to its keypoint within half a cell (1 px here)
+    from illustpose.heatmaps import decode_heatmaps
+
+    kp = np.array([[[20.0, 40.0], [20.6, 40.2], [33.9, 9.1]]])
+    t, _ = target_heatmaps(kp, np.full((1, 3), 2), 64, 32, sigma=1.0, channels=3)
+    decoded, _, _ = decode_heatmaps(torch.logit(t.clamp(1e-6, 1 - 1e-6)), (64, 64))
+    assert decoded[0, 0].tolist() == [20.0, 40.0]  # a keypoint on a cell corner: exact
+    assert np.abs(decoded[0].numpy() - kp[0]).max() <= 1.0
 
 
 COCO_LEFT_WRIST = 9
@@ -176,9 +200,55 @@ def test_resume_continues_as_if_never_interrupted(base, tmp_path):
     a, b = tensors(tmp_path / "whole.safetensors"), tensors(out)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.metadata["best_epoch"] == whole.metadata["best_epoch"]
+    # a raised --epochs trains on as a run started with it (feat_match: no schedule over the epochs)
+    longer = FinetuneConfig(epochs=3, batch_size=2, lambda_match=0.0)
+    whole3 = finetune(base, ann, SAMPLES, tmp_path / "whole3.safetensors", config=longer, val_annotations=ann)
+    more = finetune(base, ann, SAMPLES, out, config=longer, val_annotations=ann, resume=True)
+    assert [h["loss"] for h in more.history] == [h["loss"] for h in whole3.history] and more.epochs == 3
+    a, b = tensors(tmp_path / "whole3.safetensors"), tensors(out)
+    assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(FinetuneError, match="another run.*seed"):
         finetune(base, ann, SAMPLES, out, config=FinetuneConfig(epochs=3, batch_size=2, lambda_match=0.0, seed=1),
                  resume=True)
+
+
+def test_resume_refuses_a_damaged_or_foreign_state_in_one_line(base, tmp_path):
+    import pathlib
+
+    ann = coco_subset(tmp_path / "train.json", 1)
+    out = tmp_path / "o.safetensors"
+    finetune(base, ann, SAMPLES, out, config=FinetuneConfig(epochs=1, **FAST))
+    whole = state_path(out).read_bytes()
+    cases = {  # what the state file holds -> the message
+        "missing": ({"version": 1, "run": {}, "epoch": 1}, r"damaged \(missing or malformed: head, optimizer, "),
+        "wrong type": ({**read_torch_zip(state_path(out)), "history": {}}, "malformed: history"),
+        "foreign global": ({"version": 1, "where": pathlib.PurePosixPath("/")}, r"cannot be read \(Unsafe"),
+        "truncated": (whole[: len(whole) // 2], r"cannot be read \(CheckpointError"),
+    }
+    for name, (content, message) in cases.items():
+        if isinstance(content, bytes):
+            state_path(out).write_bytes(content)
+        else:
+            torch.save(content, state_path(out))
+        with pytest.raises(FinetuneError, match=message) as e:
+            finetune(base, ann, SAMPLES, out, config=FinetuneConfig(epochs=2, **FAST), resume=True)
+        assert "\n" not in str(e.value), name
+
+
+def test_float_flags_take_any_finite_number(base, tmp_path, capsys):
+    import argparse
+
+    from illustpose.cli.pipeline import non_negative_float, positive_float
+
+    assert [non_negative_float(t) for t in ("0", "0.00", "0e0", "-0", "2.5")] == [0.0, 0.0, 0.0, 0.0, 2.5]
+    assert positive_float("1e-4") == 1e-4
+    for parse, text in [(positive_float, "0"), (positive_float, "0.00"), (non_negative_float, "-1"),
+                        (non_negative_float, "nan"), (positive_float, "inf"), (positive_float, "x")]:
+        with pytest.raises(argparse.ArgumentTypeError, match="expected a finite number"):
+            parse(text)
+    with pytest.raises(SystemExit) as e:
+        main(["finetune", "--images", ".", "--annotations", "a.json", "--out", "o.safetensors", "--lr", "nan"])
+    assert e.value.code == 2 and capsys.readouterr().err.count("\n") == 1
 
 
 def test_matching_loss_trains_the_matcher_against_the_rcnn_features(base, tmp_path, monkeypatch):
@@ -245,7 +315,7 @@ def test_the_command_writes_a_file_every_loader_takes(base, tmp_path, capsys):
                "--out", str(out), "--offline"])
     assert rc == 2 and capsys.readouterr().err.count("\n") == 1  # a missing base file: one line
     rc = main(["finetune", "--images", str(SAMPLES), "--annotations", str(ann), "--pose", str(base),
-               "--out", str(out), "--epochs", "1", "--lambda-match", "0", "--offline", "--device", "cpu",
+               "--out", str(out), "--epochs", "1", "--lambda-match", "0.00", "--offline", "--device", "cpu",
                "--val", str(ann), "--threads", "1"])
     assert rc == 0 and "wrote" in capsys.readouterr().out
     ckpt = read_checkpoint(out)  # the safetensors header the ComfyUI loader classifies by
@@ -268,3 +338,26 @@ def test_the_command_writes_a_file_every_loader_takes(base, tmp_path, capsys):
         index.record_model(weights_record(pose=out))
     assert main(["index", "info", str(tmp_path / "refs.sqlite")]) == 0
     assert "pose_finetune: fine-tuned feat_match from base.safetensors" in capsys.readouterr().out
+
+
+def test_a_base_without_training_settings_and_unscorable_validation_still_train(tmp_path):
+    from illustpose.finetune import FALLBACKS, _kept_by, describe
+
+    torch.manual_seed(0)
+    bare = tmp_path / "bare.safetensors"  # as another tool converts it: no margs.lr / lambda_match
+    hp = {"largs": {"danbooru_coco": {"size": 64, "padding": 0.1}, "danbooru_sfw": {"size": 64}}, "margs": {"size": 32}}
+    save_safetensors(bare, FeatMatchPoseNet(heatmap_size=32, trunk_input_size=64).state_dict(), model="feat_match",
+                     hparams=hp)
+    ann = coco_subset(tmp_path / "train.json", 1)
+    lines = []
+    with pytest.warns(UserWarning, match="no 'margs.lr' training setting; using 0.0001"):
+        result = finetune(bare, ann, SAMPLES, tmp_path / "out.safetensors", report=lines.append,
+                          config=FinetuneConfig(epochs=1, lambda_match=0.0, batch_size=1))
+    assert result.history[0]["lr"] == FALLBACKS["margs.lr"]
+    finetune(bare, ann, SAMPLES, tmp_path / "out.safetensors", report=lines.append,
+             config=FinetuneConfig(epochs=1, lambda_match=0.0, lr=1e-4, batch_size=1))
+    assert any(line.startswith("starting over:") for line in lines)  # a rerun without --resume says so
+    # held-out drawings whose labels PDJ cannot use: the best epoch is chosen by a metric they can score
+    assert _kept_by({"pdj@0.2": None, "pckh@0.5": None, "pckh@0.2": None, "oks@0.5": 0.3}) == "oks@0.5"
+    assert _kept_by({"pdj@0.2": 0.5, "oks@0.5": 0.3}) == "pdj@0.2"
+    assert "pdj@0.2 -  oks@0.5 30.0" in describe({"metrics": {"pdj@0.2": None, "oks@0.5": 0.3}})

@@ -6,23 +6,9 @@ import argparse
 
 from ..errors import UsageError
 from . import pipeline as _pipeline
-from .pipeline import add_model_arguments, non_negative_int, positive_int, say
+from .pipeline import add_model_arguments, non_negative_float, non_negative_int, positive_float, positive_int, say
 
 __all__ = ["register"]
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    return 0.0 if text.strip() in ("0", "0.0") else _positive_float(text)
 
 
 def run(args) -> int:
@@ -69,12 +55,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=positive_int, default=10, metavar="N", help="passes over the data (default 10)")
     p.add_argument("--batch-size", type=positive_int, default=4, metavar="B",
                    help="images per forward pass: character crops per optimiser step (default 4)")
-    p.add_argument("--lr", type=_positive_float, default=None, metavar="LR",
+    p.add_argument("--lr", type=positive_float, default=None, metavar="LR",
                    help="Adam learning rate (default: the base file's margs.lr)")
-    p.add_argument("--lambda-match", type=_non_negative_float, default=None, metavar="L",
+    p.add_argument("--lambda-match", type=non_negative_float, default=None, metavar="L",
                    help="feat_match's matching-loss weight (default: the file's margs.lambda_match; 0 skips the "
                         "Keypoint R-CNN: several times faster on a CPU, not the reference's training)")
-    p.add_argument("--sigma", type=_positive_float, default=None, metavar="CELLS",
+    p.add_argument("--sigma", type=positive_float, default=None, metavar="CELLS",
                    help="width of the Gaussian targets in heatmap cells (default heatmap side / 32)")
     p.add_argument("--seed", type=non_negative_int, default=0, metavar="N",
                    help="seeds the order and the augmentation (default 0)")

@@ -9,13 +9,15 @@ further file a model's loader takes its own flag (``--tags``, ``--rcnn-weights``
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Sequence
 
 from ..registry import TASKS, architecture_weights, architectures, default_weights, file_options, get_weights
 
 __all__ = ["TASK_NAMES", "add_model_arguments", "add_recursive_argument", "file_arguments", "build_pipeline",
-           "device", "precision", "weight_files", "positive_int", "non_negative_int", "say"]
+           "device", "precision", "weight_files", "positive_int", "non_negative_int",
+           "positive_float", "non_negative_float", "say"]
 
 #: every task, in pipeline order (``annotate --skip`` takes these)
 TASK_NAMES = tuple(t.name for t in TASKS)
@@ -46,6 +48,27 @@ def positive_int(text: str) -> int:
 def non_negative_int(text: str) -> int:
     """argparse ``type``: a whole number >= 0 (anything else is a one-line usage error)."""
     return _whole_number(text, 0)
+
+
+def _finite_number(text: str, zero_allowed: bool) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        x = math.nan
+    if not (math.isfinite(x) and (x >= 0 if zero_allowed else x > 0)):
+        raise argparse.ArgumentTypeError(f"expected a finite number {'>=' if zero_allowed else '>'} 0, got {text!r}")
+    return x + 0.0  # -0.0 -> 0.0
+
+
+def positive_float(text: str) -> float:
+    """argparse ``type``: a finite number > 0 (``1e-4``, ``0.5``); anything else is a one-line usage error."""
+    return _finite_number(text, zero_allowed=False)
+
+
+def non_negative_float(text: str) -> float:
+    """argparse ``type``: a finite number >= 0 (``0``, ``0.00``, ``0e0``, ``2.5``); anything else is a
+    one-line usage error."""
+    return _finite_number(text, zero_allowed=True)
 
 
 def add_recursive_argument(p: argparse.ArgumentParser) -> None:
@@ -128,9 +151,10 @@ def weight_files(args, tasks: Sequence[str]) -> list:
 
     chosen = [(task, _weights_name(args, task)) for task in TASKS if task.name in tasks]
     flags = ", ".join(f"--{task.flag} PATH" for task, _ in chosen)
+    skip = " (or leave a model out with --skip " + "/".join(t.name for t, _ in chosen) + ")" if "skip" in args else ""
     files = resolve_all([(weights, getattr(args, task.flag.replace("-", "_"))) for task, weights in chosen],
                         search_dirs=args.weights_dir, offline=args.offline or None,
-                        path_hint=f"pass the files with {flags}, or another folder with --weights-dir DIR")
+                        path_hint=f"pass the files with {flags}, or another folder with --weights-dir DIR{skip}")
     return [(task, weights, file) for (task, weights), file in zip(chosen, files)]
 
 

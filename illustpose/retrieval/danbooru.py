@@ -34,9 +34,10 @@ poses from other tools, as issue #4 asked).
 from __future__ import annotations
 
 import hashlib
+import numbers
 import os
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -44,17 +45,26 @@ from typing import IO, Any
 import numpy as np
 
 from ..errors import KeypointError, PoseIndexError
-from ..fileio import sha256_file
+from ..weights import file_sha256
 from .descriptor import DESCRIPTOR_KINDS, PoseKeypoints
 from .safe_pickle import Recorded, load_data_pickle
 from .store import IndexEntry
 
-__all__ = ["NEIGHBORS", "FULL_BODY", "INTENTLY", "post_url", "hit_record", "FittedNeighbors", "read_neighbors",
-           "support_post_ids", "DanbooruSupport", "open_support"]
+__all__ = ["NEIGHBORS", "FULL_BODY", "INTENTLY", "MAX_MEMBER_BYTES", "MAX_TOTAL_BYTES", "MAX_RATIO", "post_url",
+           "post_id", "hit_record", "FittedNeighbors", "read_neighbors", "support_post_ids", "DanbooruSupport",
+           "open_support"]
 
 NEIGHBORS = "_data/danbooru/preprocessed/pose_descriptors/neighbors.pkl"
 FULL_BODY = "_data/danbooru/preprocessed/pose_descriptors/full_body.pkl"
 INTENTLY = "_data/danbooru/_filters/intently.csv"
+
+#: the most one zip member may unpack to, and all members read from one zip together (the
+#: release's files are far smaller); larger sizes in a zip's headers are refused before reading
+MAX_MEMBER_BYTES = 8 << 30
+MAX_TOTAL_BYTES = 16 << 30
+#: the highest compression ratio accepted for a member over 1 MiB (pickled arrays compress
+#: little; a zip bomb compresses about 1000:1)
+MAX_RATIO = 200
 
 
 def post_url(post_id: int) -> str:
@@ -62,13 +72,21 @@ def post_url(post_id: int) -> str:
     return f"https://danbooru.donmai.us/posts/{int(post_id)}"
 
 
+def post_id(tags: Any) -> int | None:
+    """The Danbooru post of a support-set entry (its tags' ``danbooru_id``, an int), or None for
+    any other entry (tags that are not a dict, or hold no integer ``danbooru_id``)."""
+    pid = tags.get("danbooru_id") if isinstance(tags, dict) else None
+    return pid if isinstance(pid, int) and not isinstance(pid, bool) else None
+
+
 def hit_record(hit, tags: dict) -> dict:
     """A query result as JSON (``index query --json``, the node's ``results_json``):
     ``{rank, distance, source, mirrored}``, plus ``danbooru_id`` and ``link`` for a support-set
-    entry (its tags hold the post id)."""
+    entry (:func:`post_id`)."""
     record = {"rank": hit.rank, "distance": hit.distance, "source": hit.source, "mirrored": hit.mirrored}
-    if isinstance(tags, dict) and isinstance(tags.get("danbooru_id"), int):
-        record.update(danbooru_id=tags["danbooru_id"], link=post_url(tags["danbooru_id"]))
+    pid = post_id(tags)
+    if pid is not None:
+        record.update(danbooru_id=pid, link=post_url(pid))
     return record
 
 
@@ -92,12 +110,26 @@ class FittedNeighbors:
     sklearn_version: str | None
 
 
+def _short(value: Any) -> str:
+    """``repr(value)`` on one line, at most 60 characters (for messages)."""
+    return " ".join(repr(value).split())[:60]
+
+
 def read_neighbors(obj: Any, source: str) -> FittedNeighbors:
     """Check the state of an unpickled ``NearestNeighbors`` stand-in and take its data.
 
+    Args:
+        obj: what :func:`.safe_pickle.load_data_pickle` read from ``neighbors.pkl`` (a
+            :class:`.safe_pickle.Recorded` ``NearestNeighbors`` whose state is a dict).
+        source: the file's name, for messages.
+
+    Returns:
+        the fitted rows as float64 (N, D), the fit-time ``n_neighbors`` (5 when absent) and
+        the scikit-learn version that wrote the file.
+
     Raises:
-        PoseIndexError: not a ``NearestNeighbors``, no fitted 2-D numeric ``_fit_X``, or a
-            metric other than Euclidean (named in the message).
+        PoseIndexError: not a ``NearestNeighbors``, no fitted 2-D numeric ``_fit_X``, a metric
+            other than Euclidean (named in the message), or metric settings of the wrong types.
     """
     if not (isinstance(obj, Recorded) and obj.qualname.endswith(".NearestNeighbors") and isinstance(obj.state, dict)):
         found = obj.qualname if isinstance(obj, Recorded) else type(obj).__name__
@@ -108,11 +140,17 @@ def read_neighbors(obj: Any, source: str) -> FittedNeighbors:
         raise PoseIndexError(f"{source}: the NearestNeighbors holds no fitted 2-D numeric data (_fit_X); "
                              "was it fitted before it was saved?")
     metric = state.get("effective_metric_", state.get("metric"))
-    params = dict(state.get("effective_metric_params_") or {})
+    params = state.get("effective_metric_params_")
+    if not isinstance(params, (Mapping, type(None))):
+        raise PoseIndexError(f"{source}: the neighbours' effective_metric_params_ is a {type(params).__name__}, "
+                             "not a dict; the file is damaged or not the release's neighbors.pkl")
+    params = dict(params or {})
     p = params.pop("p", state.get("p"))
-    if not ((metric in ("euclidean", "l2") or (metric == "minkowski" and p == 2)) and not params):
-        raise PoseIndexError(f"{source}: the neighbours were fitted with metric {metric!r} (p={p!r}, params "
-                             f"{params}); only the reference's Euclidean distance is supported")
+    two = isinstance(p, numbers.Real) and not isinstance(p, bool) and p == 2
+    if not (isinstance(metric, str) and (metric in ("euclidean", "l2") or (metric == "minkowski" and two))
+            and not params):
+        raise PoseIndexError(f"{source}: the neighbours were fitted with metric {_short(metric)} (p={_short(p)}, "
+                             f"params {_short(params)}); only the reference's Euclidean distance is supported")
     k = state.get("n_neighbors")
     version = state.get("_sklearn_version")
     return FittedNeighbors(np.asarray(x, dtype=np.float64), int(k) if isinstance(k, (int, np.integer)) else 5,
@@ -125,6 +163,10 @@ def support_post_ids(intently_csv: bytes, full_body: Any, source: str) -> list[i
     Args:
         intently_csv: the bytes of ``intently.csv`` (one post id per non-empty line).
         full_body: the unpickled ``full_body.pkl`` (a list, set, tuple or array of ints).
+        source: the name of ``full_body.pkl`` (the file, or ``zip:member``), for messages.
+
+    Returns:
+        the post ids of the rows, ascending.
 
     Raises:
         PoseIndexError: a line that is not an integer, or ``full_body`` not a collection of ints.
@@ -136,7 +178,7 @@ def support_post_ids(intently_csv: bytes, full_body: Any, source: str) -> list[i
                 ids.add(int(line))
             except ValueError:
                 raise PoseIndexError(f"{source}: line {number} of intently.csv is not a post id: {line[:40]!r}") from None
-    if isinstance(full_body, np.ndarray):
+    if isinstance(full_body, np.ndarray) and full_body.dtype.kind in "iuO":  # others (even 0-byte items) refused
         full_body = full_body.tolist()
     if not (isinstance(full_body, (list, tuple, set, frozenset))
             and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in full_body)):
@@ -154,8 +196,11 @@ class _Files:
         self.zip = zipfile.ZipFile(path) if path.is_file() else None
         self.names = ([n for n in self.zip.namelist() if not n.endswith("/")] if self.zip else
                       [str(p.relative_to(path)).replace(os.sep, "/") for p in path.rglob("*") if p.is_file()])
+        self.unpacked = 0  # bytes of the zip members opened so far
 
     def find(self, release_path: str) -> str | None:
+        """The name (as in :attr:`names`) of a release file: the one at ``release_path`` (under
+        any top folder), else the first with its file name, else None."""
         base = release_path.rsplit("/", 1)[1]
         for match in (lambda n: n == release_path or n.endswith("/" + release_path),
                       lambda n: n.rsplit("/", 1)[-1] == base):
@@ -165,9 +210,30 @@ class _Files:
         return None
 
     def open(self, name: str) -> IO[bytes]:
-        return self.zip.open(name) if self.zip else open(self.path / name, "rb")
+        """A binary stream of the file ``name`` (one of :attr:`names`).
+
+        Raises:
+            PoseIndexError: a zip member whose header says it unpacks to more than
+                :data:`MAX_MEMBER_BYTES`, past :data:`MAX_TOTAL_BYTES` with the members opened
+                before, or (over 1 MiB) more than :data:`MAX_RATIO` times its compressed size.
+            OSError: the file cannot be read.
+        """
+        if not self.zip:
+            return open(self.path / name, "rb")
+        info = self.zip.getinfo(name)
+        size, packed = info.file_size, info.compress_size
+        self.unpacked += size
+        if size > MAX_MEMBER_BYTES or self.unpacked > MAX_TOTAL_BYTES:
+            raise PoseIndexError(f"{self.label(name)}: the zip says it unpacks to {size} bytes ({self.unpacked} with "
+                                 f"the members before it), over the limit of {MAX_MEMBER_BYTES} per member and "
+                                 f"{MAX_TOTAL_BYTES} in all; it is not the authors' release")
+        if size > 1 << 20 and size > MAX_RATIO * max(packed, 1):
+            raise PoseIndexError(f"{self.label(name)}: compressed {size // max(packed, 1)}:1 ({packed} bytes unpack "
+                                 f"to {size}), over {MAX_RATIO}:1: a zip bomb, not the authors' release")
+        return self.zip.open(info)
 
     def label(self, name: str) -> str:
+        """``name`` for messages: ``archive.zip:member`` or the file's path."""
         return f"{self.path}:{name}" if self.zip else str(self.path / name)
 
     def close(self) -> None:
@@ -197,6 +263,17 @@ class DanbooruSupport:
 
 
 def _neighbors_support(files: _Files, names: dict[str, str]) -> DanbooruSupport:
+    """Link-only entries from the release's three files (:func:`read_neighbors`,
+    :func:`support_post_ids`): one per fitted row, in row order.
+
+    Args:
+        files: the release.
+        names: ``{"neighbors", "full_body", "intently"}`` -> their names in ``files``.
+
+    Raises:
+        PoseIndexError: the files disagree on the number of rows, descriptors of an unknown
+            length, or negative / non-finite descriptor values; see also the functions above.
+    """
     with files.open(names["neighbors"]) as f:
         fitted = read_neighbors(load_data_pickle(f, files.label(names["neighbors"])), files.label(names["neighbors"]))
     with files.open(names["full_body"]) as f:
@@ -224,11 +301,17 @@ def _neighbors_support(files: _Files, names: dict[str, str]) -> DanbooruSupport:
 
 
 def _post_id(key: Any, source: str) -> int:
+    """A raw support dict's key as a post id: an int, or a str / bytes of decimal digits.
+
+    Raises:
+        PoseIndexError: any other key (named, shortened, in the message).
+    """
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
         return int(key)
-    if isinstance(key, (str, bytes)) and key.strip().isdigit():
-        return int(key)
-    raise PoseIndexError(f"{source}: expected post ids as keys, got {key!r:.40}")
+    text = key.decode("latin1") if isinstance(key, bytes) else key
+    if isinstance(text, str) and text.strip().isdecimal():
+        return int(text)
+    raise PoseIndexError(f"{source}: expected post ids as keys, got {_short(key)}")
 
 
 def _raw_pose(pid: int, out: Any, source: str) -> PoseKeypoints:
@@ -236,6 +319,9 @@ def _raw_pose(pid: int, out: Any, source: str) -> PoseKeypoints:
     if not (isinstance(out, dict) and "keypoints" in out and "bbox" in out):
         keys = sorted(map(str, out)) if isinstance(out, dict) else type(out).__name__
         raise PoseIndexError(f"{source}: post {pid}: expected a dict with 'keypoints' and 'bbox', got {keys}")
+    kps = out["keypoints"]
+    if isinstance(kps, np.ndarray) and kps.dtype.itemsize == 0:  # 10**9 of them cost no bytes in the file
+        raise PoseIndexError(f"{source}: post {pid}: keypoints must be numbers, got an array of {kps.dtype}")
     try:
         rc = np.asarray(out["keypoints"], dtype=np.float64)
         (row0, col0), (h, w) = out["bbox"]
@@ -247,6 +333,13 @@ def _raw_pose(pid: int, out: Any, source: str) -> PoseKeypoints:
 
 
 def _raw_support(files: _Files, kind: str) -> DanbooruSupport:
+    """Entries with poses from the raw support pickles (every ``*.pkl`` in ``files``: dicts
+    of post id -> model output, merged), in post id order, for descriptors of ``kind``.
+
+    Raises:
+        PoseIndexError: no ``*.pkl``, a pickle that is not a dict, a key that is not a post id,
+            or an output without usable ``keypoints`` / ``bbox`` (:func:`_raw_pose`).
+    """
     members = sorted(n for n in files.names if n.endswith(".pkl"))
     if not members:
         raise PoseIndexError(f"{files.path}: neither the release's neighbors.pkl nor raw support pickles (*.pkl) "
@@ -270,8 +363,10 @@ def open_support(path: str | os.PathLike, kind: str | None = None) -> DanbooruSu
     or one holding ``neighbors.pkl``, ``full_body.pkl`` and ``intently.csv``), or
     ``raw_retrieval_support.zip``.
 
-    Everything is read and checked here (pickles through the allow-list); the returned
-    entries only build records.  The file's sha256 (a zip) is added to ``model``.
+    Everything is read and checked here (pickles through the allow-list; a zip's members
+    within :data:`MAX_MEMBER_BYTES`, :data:`MAX_TOTAL_BYTES` and :data:`MAX_RATIO`); the returned
+    entries only build records.  The file's sha256 (a zip; the recorded one when the download is
+    unchanged, :func:`~illustpose.weights.file_sha256`) is added to ``model``.
 
     Args:
         kind: descriptor kind for raw support (default ``"all25"``); for ``neighbors.pkl``
@@ -307,5 +402,5 @@ def open_support(path: str | os.PathLike, kind: str | None = None) -> DanbooruSu
     finally:
         files.close()
     if p.is_file():
-        support.model["sha256"] = sha256_file(p)
+        support.model["sha256"] = file_sha256(p)
     return support

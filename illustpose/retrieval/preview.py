@@ -14,6 +14,7 @@ from ..geometry import fit_in_square
 from ..images import load_image
 from ..keypoints import coco17_to_openpose18
 from ..render import draw_openpose
+from .danbooru import post_id
 from .store import StoredEntry
 
 __all__ = ["PLACEHOLDER_GREY", "reference_image", "link_card", "result_picture", "pose_image"]
@@ -61,10 +62,10 @@ def link_card(post_id: int, size: int) -> np.ndarray:
 
 def result_picture(entry: StoredEntry, size: int) -> tuple[np.ndarray, str | None]:
     """What a query result shows: :func:`link_card` for a Danbooru support-set entry (its tags
-    hold ``danbooru_id``), else :func:`reference_image` of its source."""
-    post_id = entry.tags.get("danbooru_id") if isinstance(entry.tags, dict) else None
-    if isinstance(post_id, int):
-        return link_card(post_id, size), None
+    hold ``danbooru_id``: :func:`~.danbooru.post_id`), else :func:`reference_image` of its source."""
+    pid = post_id(entry.tags)
+    if pid is not None:
+        return link_card(pid, size), None
     return reference_image(entry.source, size)
 
 

@@ -6,7 +6,8 @@ outputs) are pickles from the internet.  :func:`load_data_pickle` reads them wit
 :class:`~illustpose.checkpoints.RestrictedUnpickler` whose allow-list holds only:
 
 * numpy array and scalar reconstruction (``numpy.core.*`` of numpy 1.x and ``numpy._core.*``
-  of numpy 2.x, protocol 5's ``_frombuffer``), ``numpy.ndarray``, ``numpy.dtype``;
+  of numpy 2.x, protocol 5's ``_frombuffer``), ``numpy.ndarray`` (a marker ``_reconstruct``
+  takes: empty arrays only, filled by their BUILD step), ``numpy.dtype``;
 * plain containers (``set``, ``frozenset``, ``OrderedDict``; dicts, lists and tuples need no
   global) and ``_codecs.encode`` restricted to latin-1 (how protocol 2 spells bytes);
 * scikit-learn's neighbours classes (``NearestNeighbors``, ``KDTree``, ``BallTree``, their
@@ -21,7 +22,6 @@ Any other global raises :class:`~illustpose.errors.UnsafeCheckpointError` naming
 
 from __future__ import annotations
 
-import codecs
 from typing import IO, Any
 
 from ..checkpoints import _ZOO_ALLOWED, RestrictedUnpickler
@@ -32,6 +32,10 @@ __all__ = ["Recorded", "load_data_pickle", "DATA_ALLOWED"]
 
 class Recorded:
     """Stand-in for a scikit-learn object in a pickle: it keeps the pickled state, nothing else.
+
+    A pickle gets a subclass of the named stand-in made for its unpickler
+    (:class:`~illustpose.checkpoints.RestrictedUnpickler`), so ``isinstance`` and ``qualname``
+    hold while nothing it does reaches the next load.
 
     Attributes:
         qualname: the class the pickle named, e.g. ``"sklearn.neighbors._unsupervised.NearestNeighbors"``.
@@ -68,15 +72,17 @@ def _new_obj(cls):
     return cls.__new__(cls)
 
 
-def _latin1_encode(text, encoding="latin1"):
-    """``_codecs.encode`` as protocol-2 pickles use it (str -> bytes, latin-1); other codecs refused."""
-    if codecs.lookup(str(encoding)).name != "iso8859-1" or not isinstance(text, str):
-        raise UnsafeCheckpointError(f"refused: _codecs.encode with encoding {encoding!r} (only latin-1 is used "
-                                    "by pickled bytes)")
-    return text.encode("latin1")
-
-
 def _sklearn_names() -> dict[tuple[str, str], Any]:
+    """The scikit-learn globals of a neighbours pickle, each mapped to its stand-in.
+
+    ``NearestNeighbors``, ``KDTree``/``BallTree`` (and their ``64`` names), the trees' and the
+    metrics' ``newObj`` (:func:`_new_obj`) and the distance metrics, in the module names of
+    scikit-learn 0.2x (``sklearn.neighbors.unsupervised`` ...), 1.0 to 1.2
+    (``sklearn.neighbors._kd_tree`` ...) and 1.3 onwards (``sklearn.metrics._dist_metrics``).
+
+    Returns:
+        ``{(module, name): Recorded subclass or _new_obj}``.
+    """
     names: dict[tuple[str, str], Any] = {}
     estimators = ("sklearn.neighbors._unsupervised", "sklearn.neighbors.unsupervised")
     trees = {"KDTree": ("sklearn.neighbors._kd_tree", "sklearn.neighbors.kd_tree"),
@@ -101,8 +107,7 @@ def _sklearn_names() -> dict[tuple[str, str], Any]:
 
 #: ``{(module, name): stand-in}``: every global a retrieval data pickle may name.
 DATA_ALLOWED: dict[tuple[str, str], Any] = {
-    **{key: value for key, value in _ZOO_ALLOWED.items() if key[0] != "_codecs"},
-    ("_codecs", "encode"): _latin1_encode,
+    **_ZOO_ALLOWED,  # numpy (empty-array _reconstruct only), latin-1 _codecs.encode, OrderedDict
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
     ("__builtin__", "set"): set,
@@ -133,11 +138,7 @@ def load_data_pickle(fp: IO[bytes], source: str) -> Any:
         CheckpointError: a damaged or truncated pickle.
     """
     try:
-        return _DataUnpickler(fp, source, encoding="latin1").load()
-    except UnsafeCheckpointError as e:
-        if str(e).startswith("refused:"):  # raised by a stand-in: add the file name
-            raise UnsafeCheckpointError(f"{source}: {e}") from None
-        raise
+        return _DataUnpickler(fp, source, encoding="latin1").load()  # names the file in a stand-in's refusal
     except CheckpointError:
         raise
     except Exception as e:  # EOFError, UnpicklingError, a stand-in given wrong arguments, ...
