@@ -361,3 +361,22 @@ def test_a_base_without_training_settings_and_unscorable_validation_still_train(
     assert _kept_by({"pdj@0.2": None, "pckh@0.5": None, "pckh@0.2": None, "oks@0.5": 0.3}) == "oks@0.5"
     assert _kept_by({"pdj@0.2": 0.5, "oks@0.5": 0.3}) == "pdj@0.2"
     assert "pdj@0.2 -  oks@0.5 30.0" in describe({"metrics": {"pdj@0.2": None, "oks@0.5": 0.3}})
+
+
+def test_feat_concat_trains_its_head_with_the_cosine_schedule(tmp_path):
+    from illustpose.models.feat_concat import FeatConcatPoseNet
+
+    torch.manual_seed(0)
+    base = tmp_path / "feat_concat.safetensors"  # random weights, Keypoint R-CNN included (rcnn.*)
+    hp = {"largs": {"danbooru_coco": {"size": 64, "padding": 0.1}, "danbooru_sfw": {"size": 64}},
+          "margs": {"size": 32, "lr": 0.01}}
+    save_safetensors(base, FeatConcatPoseNet(heatmap_size=32, trunk_input_size=64).state_dict(), model="feat_concat",
+                     hparams=hp)
+    out = tmp_path / "out.safetensors"
+    result = finetune(base, coco_subset(tmp_path / "a.json", 1), SAMPLES, out,
+                      config=FinetuneConfig(epochs=2, batch_size=1))
+    assert [h["lr"] for h in result.history] == [0.01, 0.005]  # passup.py's CosineAnnealingLR(T_max=epochs)
+    before, after = tensors(base), tensors(out)
+    assert before.keys() == after.keys() and any(k.startswith("rcnn.") for k in before)
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("keypoint_head."))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("keypoint_head."))
