@@ -227,8 +227,9 @@ def _query_pipeline(args, index):
     from ..retrieval.ingest import weights_differ, weights_record
 
     gone = []
-    for role, rec in index.model.items():
-        if isinstance(rec, dict) and getattr(args, role, "") is None:
+    for role in ("segmenter", "pose"):
+        rec = index.model.get(role)
+        if isinstance(rec, dict) and getattr(args, role) is None:
             if Path(str(rec.get("path"))).is_file():
                 setattr(args, role, rec["path"])
             else:
