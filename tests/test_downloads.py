@@ -18,7 +18,7 @@ from illustpose import weights as W
 from illustpose.cli import main
 from illustpose.errors import WeightsNotFoundError
 from illustpose.registry import known_files
-from release_files import DRIVE, MEMBERS, POSE
+from release_files import DRIVE, MEMBERS, POSE, go_online
 
 PINNED_ZIP = "27d4eef72bfd7ca664ebbf59e4d6432ab6fe8b748679d76dc94ee0dbd4b99c4e"  # the mirror's, from the issue
 MIRROR = "h54917/bizarre-pose-estimator"
@@ -40,11 +40,7 @@ def zip_bytes(tmp_path: Path) -> bytes:
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
     """Online, with every host answering; the pack's folder and the user's cache in tmp."""
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(W, "_unreachable", lambda url, hosts: None, raising=False)
+    go_online(monkeypatch)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     pack = tmp_path / "pack"
     pack.mkdir()

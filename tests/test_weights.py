@@ -14,7 +14,7 @@ import pytest
 from illustpose import weights as W
 from illustpose.errors import IllustposeError, WeightsNotFoundError
 from illustpose.registry import weights_kinds
-from release_files import DRIVE, HF_REPO, MEMBERS, POSE, RULES, SEG_CKPT, TAGGER_CKPT
+from release_files import DRIVE, HF_REPO, MEMBERS, POSE, RULES, SEG_CKPT, TAGGER_CKPT, go_online
 
 
 
@@ -30,11 +30,7 @@ def isolated(tmp_path, monkeypatch):
 
 @pytest.fixture
 def online(monkeypatch):
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(W, "_unreachable", lambda url, hosts: None)  # the mocked hosts always answer
+    go_online(monkeypatch)
 
 
 def touch(path: Path, data: bytes = b"x") -> Path:
